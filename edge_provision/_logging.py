@@ -1,0 +1,75 @@
+"""Logging set-up: operator-friendly lines, journald-aware, with a redaction backstop.
+
+Code never logs secrets on purpose; :class:`RedactingFilter` is the backstop that
+masks anything registered with :func:`register_secret` (tokens, keys) and any
+PEM private key block that slips into a message anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import threading
+
+__all__ = ["RedactingFilter", "register_secret", "setup_logging"]
+
+_PEM_KEY_RE = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
+)
+_secrets: set[str] = set()
+_lock = threading.Lock()
+_MIN_SECRET_LEN = 4
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` wherever it would appear in a log line from now on."""
+    if value and len(value) >= _MIN_SECRET_LEN:
+        with _lock:
+            _secrets.add(value)
+
+
+def _redact(text: str) -> str:
+    text = _PEM_KEY_RE.sub("<redacted private key>", text)
+    with _lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's final message with secrets masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = _redact(message)
+        if cleaned != message:
+            record.msg = cleaned
+            record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = _redact(exc_text)
+        return True
+
+
+def setup_logging(level: str = "info", *, stream: object = None) -> None:
+    """Configure the root logger once: stderr, journald style when ``JOURNAL_STREAM`` is set."""
+    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    if os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(levelname)s %(name)s: %(message)s"
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # third-party chatter stays at warning unless we debug
+    quiet = logging.DEBUG if level == "debug" else logging.WARNING
+    for name in ("urllib3", "uvicorn.access", "asyncio"):
+        logging.getLogger(name).setLevel(quiet)
