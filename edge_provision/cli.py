@@ -270,8 +270,9 @@ def identity(obj: _Context, interface: str | None, as_json: bool) -> None:
     click.echo("interfaces:")
     for row in rows:
         mark = "*" if row["name"] == ident.interface else " "
+        verdict = "chosen" if mark == "*" else ("usable" if row["usable"] else "skipped")
         click.echo(f"  {mark} {row['index']:>3} {row['name']:<16} {row['mac'] or '-':<17} "
-                   f"{'up' if row['up'] else 'down':<4} {'usable' if row['usable'] else 'skipped'}")
+                   f"{'up' if row['up'] else 'down':<4} {verdict}")
 
 
 # --------------------------------------------------------------------------- lab server

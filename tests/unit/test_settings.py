@@ -1,0 +1,238 @@
+"""Settings: precedence flag > env > file > default, sources, secrets as files, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_provision.errors import ConfigError
+from edge_provision.settings import (
+    AgentSettings,
+    LabSettings,
+    describe,
+    fields_of,
+    load_agent_settings,
+    load_lab_settings,
+    parse_duration_s,
+)
+
+URL_FILE = "http://file.example:8190"
+URL_ENV = "http://env.example:8190"
+URL_FLAG = "http://flag.example:8190"
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("use_flag", "use_env", "use_file", "expected", "source_prefix"),
+    [
+        (True, True, True, URL_FLAG, "flag --provision-url"),
+        (False, True, True, URL_ENV, "env EDGE_PROVISION_PROVISION_URL"),
+        (False, False, True, URL_FILE, "config.toml:2 server.url"),
+        (False, False, False, None, "default"),
+    ],
+)
+def test_precedence_flag_env_file_default(
+    tmp_path: Path, use_flag: bool, use_env: bool, use_file: bool,
+    expected: str | None, source_prefix: str,
+) -> None:
+    """Each layer wins over the ones below it, and the source says which layer it was."""
+    cfg = _config(tmp_path, f'[server]\nurl = "{URL_FILE}"\n') if use_file else None
+    env = {"EDGE_PROVISION_PROVISION_URL": URL_ENV} if use_env else {}
+    flags = {"provision_url": URL_FLAG} if use_flag else {}
+    settings = load_agent_settings(flags, env, cfg)
+    assert settings.provision_url == expected
+    source = settings.source_of("provision_url")
+    assert source.endswith(source_prefix) if use_file and not (use_flag or use_env) else (
+        source == source_prefix)
+
+
+def test_every_field_has_an_env_var_and_unique_names() -> None:
+    """The table is complete: every agent field can be set from the environment, no clashes."""
+    agent = fields_of(AgentSettings)
+    assert all(f.env for f in agent)
+    envs = [e for f in agent for e in f.env]
+    assert len(envs) == len(set(envs))
+    required = {
+        "EDGE_PROVISION_STATE_DIR", "EDGE_PROVISION_PROVISION_URL", "EDGE_PROVISION_BOOTSTRAP_URL",
+        "EDGE_PROVISION_TOKEN", "EDGE_PROVISION_INTERFACE", "EDGE_PROVISION_EXTERNAL_ID",
+        "EDGE_PROVISION_EXTERNAL_KEY", "EDGE_PROVISION_LOG_LEVEL",
+    }
+    assert required <= set(envs)
+
+
+def test_secret_from_env_file(tmp_path: Path) -> None:
+    """EDGE_PROVISION_TOKEN_FILE supplies the token; trailing newline stripped."""
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t-token\n", encoding="utf-8")
+    settings = load_agent_settings({}, {"EDGE_PROVISION_TOKEN_FILE": str(secret)}, None)
+    assert settings.token == "s3cr3t-token"
+    assert settings.source_of("token") == "env EDGE_PROVISION_TOKEN_FILE"
+
+
+def test_secret_from_config_key_file(tmp_path: Path) -> None:
+    """server.token_file in the config file supplies the token."""
+    secret = tmp_path / "token"
+    secret.write_text("from-file", encoding="utf-8")
+    cfg = _config(tmp_path, f'[server]\ntoken_file = "{secret}"\n')
+    settings = load_agent_settings({}, {}, cfg)
+    assert settings.token == "from-file"
+
+
+def test_missing_secret_file_is_config_error(tmp_path: Path) -> None:
+    """A *_FILE pointing nowhere names the variable and the path."""
+    with pytest.raises(ConfigError) as info:
+        load_agent_settings({}, {"EDGE_PROVISION_EXTERNAL_KEY_FILE": str(tmp_path / "nope")}, None)
+    assert "env EDGE_PROVISION_EXTERNAL_KEY_FILE" in str(info.value)
+    assert "not found" in str(info.value)
+
+
+def test_bad_values_all_reported_with_file_and_line(tmp_path: Path) -> None:
+    """Every bad value in a file is reported at once, with file, line, key and expectation."""
+    cfg = _config(
+        tmp_path,
+        '[server]\nurl = "localhost"\ninsecure = "maybe"\n[agent]\nlog_level = "loud"\n'
+        "backoff_cap = -3\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_agent_settings({}, {}, cfg)
+    text = str(info.value)
+    assert f'{cfg}:2: server.url: expected an http(s) URL' in text
+    assert 'got "localhost"' in text
+    assert f"{cfg}:3: server.insecure: expected true or false" in text
+    assert f"{cfg}:5: agent.log_level: expected one of debug, info, warning, error" in text
+    assert f"{cfg}:6: agent.backoff_cap: must be at least" in text
+    assert len(info.value.problems) == 4
+
+
+def test_unknown_key_is_an_error_with_the_known_ones(tmp_path: Path) -> None:
+    """A typo in the agent config is caught and the valid keys are listed."""
+    cfg = _config(tmp_path, '[server]\nurll = "http://x"\n')
+    with pytest.raises(ConfigError) as info:
+        load_agent_settings({}, {}, cfg)
+    assert "server.urll: unknown setting; known keys in [server]:" in str(info.value)
+    assert "url" in str(info.value)
+
+
+def test_toml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
+    """Malformed TOML reports the line and column."""
+    cfg = _config(tmp_path, '[server]\nurl = "http://x\n')
+    with pytest.raises(ConfigError) as info:
+        load_agent_settings({}, {}, cfg)
+    problem = info.value.problems[0]
+    assert problem.line == 2
+    assert problem.column is not None
+    assert "invalid TOML" in problem.message
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe[server]\n", None])
+def test_unreadable_config_files(tmp_path: Path, content: bytes | None) -> None:
+    """Non-UTF-8 files and directories give a ConfigError, not a traceback."""
+    path = tmp_path / "cfg"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_agent_settings({}, {}, path)
+    assert str(path) in str(info.value)
+
+
+def test_explicit_missing_config_is_an_error(tmp_path: Path) -> None:
+    """--config naming a missing file fails; the default path may be absent."""
+    with pytest.raises(ConfigError, match="not found"):
+        load_agent_settings({}, {"EDGE_PROVISION_CONFIG": str(tmp_path / "missing.toml")}, None)
+    settings = load_agent_settings({}, {"CONFIGURATION_DIRECTORY": str(tmp_path)}, None)
+    assert settings.config_file is None
+
+
+def test_empty_env_counts_as_unset() -> None:
+    """An empty variable falls through to the next layer (as Mainflux's Env() does)."""
+    settings = load_agent_settings({}, {"EDGE_PROVISION_LOG_LEVEL": ""}, None)
+    assert settings.log_level == "info"
+    assert settings.source_of("log_level") == "default"
+
+
+def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """$STATE_DIRECTORY set by systemd is the default state dir."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    settings = load_agent_settings({}, {}, None)
+    assert settings.state_dir == tmp_path / "state"
+
+
+def test_durations_and_numbers() -> None:
+    """Durations accept Go-style strings and plain seconds."""
+    assert parse_duration_s("90") == 90
+    assert parse_duration_s("1h30m") == 5400
+    assert parse_duration_s("2400h") == 8_640_000
+    assert parse_duration_s("500ms") == 0.5
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_duration_s("soon")
+    settings = load_agent_settings({}, {"EDGE_PROVISION_BACKOFF_CAP": "5m"}, None)
+    assert settings.backoff_cap_s == 300
+
+
+def test_describe_hides_secrets() -> None:
+    """describe() shows where each value came from but never a secret's value."""
+    settings = load_agent_settings({}, {"EDGE_PROVISION_TOKEN": "hunter22"}, None)
+    rows = {r["name"]: r for r in describe(settings)}
+    assert rows["token"]["value"] == "<set>"
+    assert rows["token"]["source"] == "env EDGE_PROVISION_TOKEN"
+    assert "hunter22" not in repr(describe(settings))
+
+
+def test_lab_reads_mainflux_env_vars() -> None:
+    """The lab server honours MF_PROVISION_* variables."""
+    lab = load_lab_settings({}, {
+        "MF_PROVISION_HTTP_PORT": "9190",
+        "MF_PROVISION_API_KEY": "api-key-1",
+        "MF_PROVISION_X509_PROVISIONING": "True",
+        "MF_PROVISION_BS_AUTO_WHITELIST": "f",
+        "MF_PROVISION_CERTS_HOURS_VALID": "30s",
+        "MF_PROVISION_CERTS_RSA_BITS": "2048",
+        "MF_BOOTSTRAP_ENCRYPT_KEY": "00112233445566778899aabbccddeeff",
+    })
+    assert (lab.port, lab.token, lab.x509_provision, lab.autowhite_list) == (
+        9190, "api-key-1", True, False)
+    assert lab.cert_ttl_s == 30
+    assert lab.cert_key_bits == 2048
+    assert lab.encrypt_key_hex == "00112233445566778899aabbccddeeff"
+    assert lab.source_of("port") == "env MF_PROVISION_HTTP_PORT"
+    assert lab.x509_provision is not None and lab.bs_provision is None
+
+
+def test_lab_reads_server_keys_from_the_layout_file(tmp_path: Path) -> None:
+    """[server] http_port (a string upstream) and mf_api_key come from the layout file."""
+    layout = _config(tmp_path, '[server]\nhttp_port = "8291"\nmf_api_key = "k"\nLogLevel = "x"\n')
+    lab = load_lab_settings({}, {"MF_PROVISION_CONFIG_FILE": str(layout)})
+    assert lab.port == 8291
+    assert lab.token == "k"
+    assert lab.layout_file == layout
+    assert lab.source_of("port") == f"{layout}:2 server.http_port"
+    flagged = load_lab_settings({"port": 7000}, {"MF_PROVISION_CONFIG_FILE": str(layout),
+                                                 "MF_PROVISION_HTTP_PORT": "7001"})
+    assert flagged.port == 7000
+
+
+def test_lab_bad_values(tmp_path: Path) -> None:
+    """Bad lab values name their variable."""
+    with pytest.raises(ConfigError) as info:
+        load_lab_settings({}, {"MF_PROVISION_HTTP_PORT": "http", "MF_PROVISION_X509_PROVISIONING":
+                               "sure"})
+    text = str(info.value)
+    assert "env MF_PROVISION_HTTP_PORT: expected an integer" in text
+    assert "env MF_PROVISION_X509_PROVISIONING: expected true or false" in text
+
+
+def test_lab_defaults_listen_on_loopback() -> None:
+    """Nothing listens beyond 127.0.0.1 unless configured to."""
+    lab = load_lab_settings({}, {})
+    assert lab.host == "127.0.0.1"
+    assert lab.port == 8190
+    assert isinstance(lab, LabSettings)
