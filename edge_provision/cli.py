@@ -7,68 +7,28 @@ also on failure: ``{"ok": false, "error": {"kind", "message", "problems"}}``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import click
 
 from edge_provision import __version__, _fs
+from edge_provision._cli.common import CliContext, emit_json, error_doc, json_option
 from edge_provision._logging import register_secret, setup_logging
 from edge_provision.errors import (
     EXIT_CONFIG,
     ConfigError,
     EdgeProvisionError,
 )
-from edge_provision.settings import AgentSettings, LabSettings, load_agent_settings, load_lab_settings
+from edge_provision.settings import LabSettings, load_lab_settings
 
 __all__ = ["cli", "main"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Context:
-    """What the group options leave for the commands."""
-
-    config: Optional[Path] = None
-    flags: dict[str, object] = field(default_factory=dict)
-    json: bool = False
-
-    def agent_settings(self, **extra: object) -> AgentSettings:
-        flags = dict(self.flags)
-        flags.update({k: v for k, v in extra.items() if v is not None})
-        settings = load_agent_settings(flags, config_path=self.config)
-        register_secret(settings.token)
-        register_secret(settings.external_key)
-        setup_logging(settings.log_level)
-        return settings
-
-
-def _emit_json(doc: Mapping[str, object]) -> None:
-    click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
-
-
-def _error_doc(exc: EdgeProvisionError) -> dict[str, object]:
-    problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [str(exc)]
-    return {
-        "ok": False,
-        "error": {
-            "kind": exc.kind,
-            "message": str(exc),
-            "problems": problems,
-            "retryable": exc.retryable,
-            "exit_code": exc.exit_code,
-        },
-    }
-
-
-def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="print one JSON document")(f)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -92,7 +52,7 @@ def cli(ctx: click.Context, config: Path | None, state_dir: Path | None,
       edge-provision identity
       edge-provision serve                       # lab server on 127.0.0.1:8190
     """
-    ctx.obj = _Context(config=config, flags={"state_dir": state_dir, "log_level": log_level})
+    ctx.obj = CliContext(config=config, flags={"state_dir": state_dir, "log_level": log_level})
     setup_logging(log_level or "warning")
 
 
@@ -116,20 +76,19 @@ def _load_layout_file(path: Path) -> Any:
 
 @layout.command("check")
 @click.argument("file", type=click.Path(path_type=Path))
-@_json_option
+@json_option
 @click.pass_obj
-def layout_check(obj: _Context, file: Path, as_json: bool) -> None:
+def layout_check(obj: CliContext, file: Path, as_json: bool) -> None:
     """Validate FILE and list every problem at once (exit 2 if any).
 
     \b
     Example:
       edge-provision layout check configs/provision-layout.toml
     """
-    obj.json = as_json
     parsed = _load_layout_file(file)
     summary = _layout_summary(parsed)
     if as_json:
-        _emit_json({"ok": True, "file": str(file), **summary})
+        emit_json({"ok": True, "file": str(file), **summary})
         return
     click.echo(f"ok: {file}: {summary['description']}")
     for warning in summary["warnings"]:
@@ -167,9 +126,9 @@ def _layout_summary(parsed: Any) -> dict[str, Any]:
 @click.option("--external-id", required=True, help="the gateway's external_id, e.g. its MAC")
 @click.option("--external-key", default=None, help="the bootstrap key (shown redacted)")
 @click.option("--name", default=None, help="thing name override, as /mapping's `name`")
-@_json_option
+@json_option
 @click.pass_obj
-def layout_plan(obj: _Context, file: Path, external_id: str, external_key: str | None,
+def layout_plan(obj: CliContext, file: Path, external_id: str, external_key: str | None,
                 name: str | None, as_json: bool) -> None:
     """Show what /mapping would create for one gateway with layout FILE.
 
@@ -179,12 +138,11 @@ def layout_plan(obj: _Context, file: Path, external_id: str, external_key: str |
     """
     from edge_provision import layout as layout_mod
 
-    obj.json = as_json
     parsed = _load_layout_file(file)
     the_plan = layout_mod.plan(parsed, external_id, external_key or "<external_key>", name)
     doc = the_plan.to_dict(show_key=False)
     if as_json:
-        _emit_json({"ok": True, "file": str(file), "plan": doc})
+        emit_json({"ok": True, "file": str(file), "plan": doc})
         return
     click.echo(f"plan for external_id {external_id} from {file}:")
     for thing in the_plan.things:
@@ -217,10 +175,11 @@ def layout_plan(obj: _Context, file: Path, external_id: str, external_key: str |
 
 
 @cli.command()
-@click.option("--interface", default=None, help="use this interface's MAC [env EDGE_PROVISION_INTERFACE]")
-@_json_option
+@click.option("--interface", default=None,
+              help="use this interface's MAC [env EDGE_PROVISION_INTERFACE]")
+@json_option
 @click.pass_obj
-def identity(obj: _Context, interface: str | None, as_json: bool) -> None:
+def identity(obj: CliContext, interface: str | None, as_json: bool) -> None:
     """Show the external_id this gateway uses, where it comes from, and the interfaces seen.
 
     Nothing is written: a stored identity is shown as stored; otherwise what the
@@ -232,7 +191,6 @@ def identity(obj: _Context, interface: str | None, as_json: bool) -> None:
     """
     from edge_provision import identity as identity_mod
 
-    obj.json = as_json
     settings = obj.agent_settings(interface=interface)
     interfaces = identity_mod.list_interfaces()
     ident = identity_mod.resolve_identity(
@@ -261,7 +219,7 @@ def identity(obj: _Context, interface: str | None, as_json: bool) -> None:
         "interfaces": rows,
     }
     if as_json:
-        _emit_json(doc)
+        emit_json(doc)
         return
     click.echo(f"external_id   {ident.external_id}  ({ident.external_id_source})")
     click.echo(f"external_key  {'set' if ident.external_key else 'not set'}  "
@@ -294,7 +252,7 @@ def identity(obj: _Context, interface: str | None, as_json: bool) -> None:
 @click.option("--mosquitto-config-dir", type=click.Path(path_type=Path, file_okay=False),
               default=None, help="maintain password/ACL files here for your own mosquitto")
 @click.pass_obj
-def serve(obj: _Context, **options: object) -> None:
+def serve(obj: CliContext, /, **options: object) -> None:
     """Run the lab server: Mainflux-compatible /mapping, bootstrap and certificates.
 
     Everything lives in the state directory (SQLite database, local CA, API token);
@@ -320,6 +278,18 @@ def serve(obj: _Context, **options: object) -> None:
     run_server(settings, echo=click.echo)
 
 
+# --------------------------------------------------------------------------- agent commands
+
+# Each module adds its commands: _cli.agent (enroll, status, reset), _cli.run (run),
+# _cli.renew (renew).
+for _name in ("agent", "run", "renew"):
+    try:
+        importlib.import_module(f"edge_provision._cli.{_name}").register(cli)
+    except ModuleNotFoundError as _exc:  # pragma: no cover - only while a module is being written
+        if _exc.name != f"edge_provision._cli.{_name}":
+            raise
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -336,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     except EdgeProvisionError as exc:
         as_json = "--json" in (argv if argv is not None else sys.argv[1:])
         if as_json:
-            _emit_json(_error_doc(exc))
+            emit_json(error_doc(exc))
         else:
             problems = exc.problems if isinstance(exc, ConfigError) else (str(exc),)
             for problem in problems:
