@@ -236,3 +236,25 @@ def test_lab_defaults_listen_on_loopback() -> None:
     assert lab.host == "127.0.0.1"
     assert lab.port == 8190
     assert isinstance(lab, LabSettings)
+
+
+def test_shipped_example_config_is_valid_when_every_key_is_uncommented(tmp_path: Path) -> None:
+    """configs/config.toml documents only real keys with valid example values."""
+    import re
+
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "config.toml"
+    lines = []
+    uncommented = 0
+    for line in shipped.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^# ([a-z_]+) = (.*)$", line)
+        if m and not m.group(1).endswith("_file"):
+            line = f"{m.group(1)} = {m.group(2)}"
+            uncommented += 1
+        lines.append(line)
+    cfg = _config(tmp_path, "\n".join(lines) + "\n")
+    settings = load_agent_settings({}, {}, cfg)
+    assert uncommented > 30
+    assert settings.provision_url == "https://provision.example.net:8190"
+    assert settings.backoff_cap_s == 300
+    assert settings.hook_commands == ("systemctl restart mainflux-agent",)
+    assert load_agent_settings({}, {}, shipped).config_file == shipped

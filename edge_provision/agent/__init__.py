@@ -1,0 +1,9 @@
+"""The gateway agent: enrollment, the long-running daemon and its systemd integration.
+
+Import the submodules you need (``edge_provision.agent.systemd`` …); this package
+imports nothing itself, so that the idle supervisor stays small.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
