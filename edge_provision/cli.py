@@ -154,9 +154,11 @@ def layout_plan(obj: CliContext, file: Path, external_id: str, external_key: str
     names_t = {t.index: t.name for t in the_plan.things}
     names_c = {c.index: c.name for c in the_plan.channels}
     if the_plan.connections:
-        click.echo(f"  connect {len(the_plan.connections)} pair(s): " + ", ".join(
-            f"{names_t[c.thing_index]}->{names_c[c.channel_index]}"
-            for c in the_plan.connections))
+        by_thing: dict[int, list[str]] = {}
+        for conn in the_plan.connections:
+            by_thing.setdefault(conn.thing_index, []).append(names_c[conn.channel_index])
+        for thing_index, channel_names in by_thing.items():
+            click.echo(f"  connect {names_t[thing_index]} -> {', '.join(channel_names)}")
     else:
         click.echo("  connect nothing (auto-whitelist is off)")
     if the_plan.bootstrap:
