@@ -1,0 +1,192 @@
+"""How HTTP answers and transport failures become edge-provision errors (the one table).
+
+Used by :mod:`edge_provision.http` only; :func:`error_for_status` and
+:func:`parse_retry_after` are re-exported there.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+from datetime import datetime, timezone
+from typing import Union
+
+import requests
+
+from edge_provision.errors import (
+    AlreadyProvisioned,
+    ConfigError,
+    ProtocolError,
+    ProvisioningError,
+    Rejected,
+    ServiceUnavailable,
+    Unauthorized,
+)
+
+__all__ = ["error_for_exception", "error_for_status", "error_text", "parse_retry_after"]
+
+JSON_CONTENT_TYPE = "application/json"
+Timeout = Union[float, tuple[float, float]]
+
+_RETRY_AFTER_CAP_S = 86_400.0
+_MAX_ERROR_BODY = 65_536
+_SNIPPET_CHARS = 160
+_EMPTY_400_HINT = (
+    "the server rejected the request without a reason (empty 400 body); "
+    "check external_id/external_key and Content-Type"
+)
+
+
+def error_text(body: bytes) -> str | None:
+    if not body or len(body) > _MAX_ERROR_BODY:
+        return None
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if isinstance(value, dict):
+        text = value.get("error") or value.get("detail") or value.get("message")
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    return None
+
+
+def _snippet(body: bytes) -> str | None:
+    """A short printable excerpt of a non-JSON error body (``404 page not found``)."""
+    try:
+        text = body[: _SNIPPET_CHARS * 4].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    if not text or text[0] in "{[":
+        return None
+    text = " ".join(text.split())
+    if not text.isprintable():
+        return None
+    return text[:_SNIPPET_CHARS] + ("..." if len(text) > _SNIPPET_CHARS else "")
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date).
+
+    Returns ``None`` for a missing or unparsable value; never negative; capped at one day.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:  # Python < 3.10 returns None for garbage
+            return None  # type: ignore[unreachable]
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return min(max(seconds, 0.0), _RETRY_AFTER_CAP_S)
+
+
+def error_for_status(
+    status: int,
+    body: bytes,
+    url: str,
+    *,
+    method: str = "",
+    retry_after: str | None = None,
+) -> ProvisioningError:
+    """The error for an HTTP answer we did not expect -- the one status table."""
+    where = f"{method} {url}".strip()
+    server = error_text(body)
+    detail = f"server said: {server}" if server else None
+    if detail is None and body:
+        text = _snippet(body)
+        detail = f"server said: {text}" if text else f"{len(body)}-byte body"
+    suffix = f" ({detail})" if detail else ""
+    if status == 429 or 500 <= status <= 599:
+        wait = parse_retry_after(retry_after)
+        reason = "rate limited (429)" if status == 429 else f"server error {status}"
+        hint = f"; retry after {wait:g} s" if wait is not None else "; try again later"
+        return ServiceUnavailable(
+            f"{where}: HTTP {status}: {reason}{suffix}{hint}", retry_after_s=wait
+        )
+    if status in (401, 403):
+        return Unauthorized(
+            f"{where}: HTTP {status}: credentials refused{suffix}; check the token or key "
+            "and the Authorization form (auth scheme modern 'Bearer'/'Thing' or bare)"
+        )
+    if status == 409:
+        return AlreadyProvisioned(f"{where}: HTTP 409: already exists{suffix}")
+    if status == 400 and not body.strip():
+        return Rejected(f"{where}: HTTP 400: {_EMPTY_400_HINT}")
+    if status == 415:
+        return Rejected(
+            f"{where}: HTTP 415: unsupported content type{suffix}; the server wants exactly "
+            f"'Content-Type: {JSON_CONTENT_TYPE}'"
+        )
+    if status == 404:
+        return Rejected(f"{where}: HTTP 404: not found{suffix}; check the server URL and path")
+    if 400 <= status <= 499:
+        return Rejected(f"{where}: HTTP {status}: request refused{suffix}")
+    return ProtocolError(f"{where}: unexpected HTTP {status}{suffix}")
+
+
+def error_for_exception(exc: Exception, url: str, method: str, timeout: Timeout) -> Exception:
+    """Translate a ``requests``/``urllib3`` failure into our error (the one exception table)."""
+    where = f"{method} {url}"
+    if isinstance(exc, requests.exceptions.SSLError):
+        text = str(exc)
+        upper = text.upper()
+        if "CERTIFICATE_VERIFY_FAILED" in upper or "HOSTNAME MISMATCH" in upper:
+            return Unauthorized(
+                f"{where}: TLS: the server certificate is not trusted ({_short(text)}); "
+                "pass the platform's CA bundle (ca_bundle) or fix the server certificate"
+            )
+        if "ALERT" in upper and ("CERTIFICATE" in upper or "UNKNOWN CA" in upper):
+            return Unauthorized(
+                f"{where}: TLS: the server refused our client certificate ({_short(text)}); "
+                "check client_cert/client_key and that the server trusts their CA"
+            )
+        if "WRONG_VERSION_NUMBER" in upper or "RECORD LAYER FAILURE" in upper:
+            return Rejected(
+                f"{where}: TLS handshake failed ({_short(text)}); the port probably speaks "
+                "plain HTTP: use an http:// URL"
+            )
+        return ServiceUnavailable(f"{where}: TLS handshake failed ({_short(text)})")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return ServiceUnavailable(f"{where}: no connection within {_connect(timeout):g} s")
+    if isinstance(exc, requests.exceptions.Timeout):  # ReadTimeout
+        return ServiceUnavailable(
+            f"{where}: no answer within {_read(timeout):g} s (read timeout); the server may "
+            "still have processed the request"
+        )
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return ServiceUnavailable(
+            f"{where}: the connection broke while reading the reply (incomplete body)"
+        )
+    if isinstance(exc, requests.exceptions.ContentDecodingError):
+        return ProtocolError(f"{where}: the reply body could not be decoded ({_short(str(exc))})")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return ServiceUnavailable(f"{where}: cannot reach the server ({_short(str(exc))})")
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
+        return ConfigError(f"{where}: invalid URL ({_short(str(exc))})")
+    if isinstance(exc, (requests.exceptions.RequestException, OSError)):
+        return ServiceUnavailable(f"{where}: request failed ({_short(str(exc))})")
+    return exc
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _connect(timeout: Timeout) -> float:
+    return timeout[0] if isinstance(timeout, tuple) else timeout
+
+
+def _read(timeout: Timeout) -> float:
+    return timeout[1] if isinstance(timeout, tuple) else timeout

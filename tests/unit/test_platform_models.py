@@ -1,0 +1,72 @@
+"""Pure readers of edge_provision.platform.models and certs helpers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from edge_provision.errors import ProtocolError
+from edge_provision.platform.certs import normalize_serial
+from edge_provision.platform.models import (
+    PlatformChannel,
+    parse_channel,
+    parse_rfc3339,
+    parse_thing,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2027-01-02T03:04:05Z", datetime(2027, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("2027-01-02T03:04:05.5Z", datetime(2027, 1, 2, 3, 4, 5, 500000, tzinfo=timezone.utc)),
+        (
+            "2027-01-02T03:04:05.123456789Z",
+            datetime(2027, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc),
+        ),
+        ("2027-01-02T05:34:05+02:30", datetime(2027, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("2027-01-01T23:04:05-04:00", datetime(2027, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("2027-01-02 03:04:05z", datetime(2027, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+    ],
+)
+def test_parse_rfc3339(text: str, expected: datetime) -> None:
+    """Go's RFC 3339 output (Z, offsets, nanoseconds) parses to aware UTC."""
+    value = parse_rfc3339(text)
+    assert value == expected
+    assert value.tzinfo == timezone.utc
+
+
+@pytest.mark.parametrize(
+    "text", ["2027-01-02", "2027-01-02T03:04:05", "2027-13-02T03:04:05Z", "soon"]
+)
+def test_parse_rfc3339_rejects(text: str) -> None:
+    """Dates without a zone or impossible dates are ProtocolErrors."""
+    with pytest.raises(ProtocolError):
+        parse_rfc3339(text, "expiration")
+
+
+def test_channel_type_and_metadata_forms() -> None:
+    """Channel metadata may be null, an object or a JSON string; type comes from it."""
+    assert parse_channel({"id": "c"}, "c").metadata == {}
+    assert parse_channel({"id": "c", "metadata": None}, "c").type is None
+    assert parse_channel({"id": "c", "metadata": '{"type":"data"}'}, "c").type == "data"
+    assert PlatformChannel("c", "n", {"type": 5}).type is None
+    with pytest.raises(ProtocolError, match="metadata"):
+        parse_channel({"id": "c", "metadata": [1]}, "channels[0]")
+
+
+def test_thing_requires_id_and_key() -> None:
+    """A thing needs a non-empty id and key; the key is not in its repr."""
+    thing = parse_thing({"id": "t", "key": "sekrit", "name": "n"}, "t")
+    assert "sekrit" not in repr(thing)
+    with pytest.raises(ProtocolError, match="field 'key' is empty"):
+        parse_thing({"id": "t", "key": ""}, "things[0]")
+    with pytest.raises(ProtocolError, match="expected an object"):
+        parse_thing("t", "things[0]")
+
+
+def test_normalize_serial() -> None:
+    """Serials compare as lower hex without separators."""
+    assert normalize_serial("1A:2b:3C") == "1a2b3c"
+    assert normalize_serial(" ff ") == "ff"
