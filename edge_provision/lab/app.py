@@ -1,0 +1,486 @@
+"""HTTP routes of the lab server (thin: parse, call :class:`LabService`, render).
+
+Every answer that is not a success is ``{"error": "<what was wrong and what to
+do>"}`` with ``Content-Type: application/json`` and a fitting status code; a
+request a client can make never reaches the 500 handler. Bodies are read and
+parsed here by hand (no pydantic on the hot path) and blocking backend calls run
+in the thread pool, so the backend's group commit can batch concurrent requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, MutableMapping
+from typing import Callable, NoReturn
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge_provision import __version__
+from edge_provision.errors import (
+    AlreadyProvisioned,
+    CertificateError,
+    ConfigError,
+    Rejected,
+    StoreError,
+    Unauthorized,
+)
+from edge_provision.lab.service import LabService
+
+__all__ = ["MAX_STRING_CHARS", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+MAX_STRING_CHARS = 1024
+"""Longest external_id, external_key, name or thing_id accepted."""
+
+_MAX_CSR_CHARS = 32 * 1024
+_MAX_PAGE_LIMIT = 100
+_DEFAULT_PAGE_LIMIT = 10
+_JSON = "application/json"
+_PEM = "application/x-pem-file"
+_INTERNAL = b'{"error":"internal error; see server log"}'
+
+Scope = MutableMapping[str, object]
+Message = MutableMapping[str, object]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _ApiError(Exception):
+    """A request the lab server refuses: status code, message, extra headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
+    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return Response(content, status_code=status, media_type=_JSON, headers=headers)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json(status, {"error": message}, headers)
+
+
+# ------------------------------------------------------------------ request parsing
+
+
+def _require_json(request: Request) -> None:
+    """415 unless the Content-Type is application/json (parameters such as charset allowed)."""
+    value = request.headers.get("content-type")
+    if value is None:
+        raise _ApiError(415, "missing Content-Type; send 'Content-Type: application/json'")
+    if value.split(";", 1)[0].strip().lower() != _JSON:
+        raise _ApiError(
+            415, f"unsupported Content-Type {value[:100]!r}; send 'Content-Type: application/json'"
+        )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body; 413 as soon as the declared or the streamed size exceeds ``limit``."""
+    declared = request.headers.get("content-length")
+    too_big = _ApiError(413, f"request body larger than {limit} bytes; send a smaller body")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_object(body: bytes, example: str) -> dict[str, object]:
+    """The body as a JSON object, or 400 saying what is wrong with it."""
+    if not body.strip():
+        raise _ApiError(400, f"request body is empty; send a JSON object like {example}")
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise _ApiError(
+            400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
+            f"{exc.colno}; send a JSON object like {example}",
+        ) from None
+    except UnicodeDecodeError:
+        raise _ApiError(400, "request body is not UTF-8 text; send UTF-8 encoded JSON") from None
+    except (ValueError, RecursionError):
+        raise _ApiError(
+            400, f"request body is not usable JSON; send a JSON object like {example}"
+        ) from None
+    if not isinstance(value, dict):
+        raise _ApiError(
+            400, f"request body must be a JSON object, got {_type_name(value)}; "
+            f"send a JSON object like {example}",
+        )
+    return value
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _string(obj: dict[str, object], name: str, *, required: bool,
+            max_chars: int = MAX_STRING_CHARS) -> str | None:
+    """Field ``name`` as a non-empty string (None if optional and absent, null or empty)."""
+    value = obj.get(name)
+    if value is None or value == "":
+        if required:
+            state = "missing" if name not in obj else f"empty ({_type_name(value)})"
+            raise _ApiError(400, f"field '{name}' is {state}; it is required and must be a "
+                                 "non-empty string")  # fmt: skip
+        return None
+    if not isinstance(value, str):
+        raise _ApiError(400, f"field '{name}' must be a string, got {_type_name(value)}")
+    if len(value) > max_chars:
+        raise _ApiError(400, f"field '{name}' is {len(value)} characters long; "
+                             f"at most {max_chars} are accepted")  # fmt: skip
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _ApiError(400, f"field '{name}' contains an invalid \\u escape (a lone "
+                             "surrogate); send valid Unicode text") from None  # fmt: skip
+    return value
+
+
+def _required(obj: dict[str, object], name: str, max_chars: int = MAX_STRING_CHARS) -> str:
+    value = _string(obj, name, required=True, max_chars=max_chars)
+    assert value is not None  # required=True never returns None
+    return value
+
+
+def _page(request: Request) -> tuple[int, int]:
+    """``offset`` and ``limit`` query parameters; 400 on anything but small whole numbers."""
+    params = request.query_params
+    offset = _int_param(params.get("offset"), "offset", 0, 0, 10**12)
+    limit = _int_param(params.get("limit"), "limit", _DEFAULT_PAGE_LIMIT, 1, _MAX_PAGE_LIMIT)
+    return offset, limit
+
+
+def _int_param(text: str | None, name: str, default: int, low: int, high: int) -> int:
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 13) or not low <= int(text) <= high:
+        raise _ApiError(400, f"query parameter '{name}' must be a whole number from {low} "
+                             f"to {high}, got {text[:40]!r}")  # fmt: skip
+    return int(text)
+
+
+def _header(request: Request) -> str | None:
+    return request.headers.get("authorization")
+
+
+# ------------------------------------------------------------- error handling
+
+
+class _InternalErrors:
+    """ASGI middleware: an unexpected exception becomes a logged 500 JSON answer.
+
+    Starlette's own 500 handler re-raises after answering, which makes the
+    server log the traceback a second time; this one does not.
+    """
+
+    def __init__(self, app: ASGIApp, service: LabService) -> None:
+        self._app = app
+        self._service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self._app(scope, receive, tracking_send)
+        except Exception:
+            self._service.internal_errors += 1
+            logger.exception("internal error method=%s path=%s", scope.get("method"),
+                             scope.get("path"))
+            if started:
+                raise
+            await send({"type": "http.response.start", "status": 500, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_INTERNAL)).encode()),
+            ]})
+            await send({"type": "http.response.body", "body": _INTERNAL})
+
+
+_ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (Unauthorized, 401), (AlreadyProvisioned, 409), (CertificateError, 400),
+    (Rejected, 400), (ConfigError, 400), (StoreError, 503),
+)
+
+
+def _error_response(path: str, exc: Exception) -> Response | None:
+    """The answer for a refused request or a known service error; None for anything else."""
+    if isinstance(exc, _ApiError):
+        return _error(exc.status, exc.message, exc.headers)
+    status = next((code for cls, code in _ERROR_STATUS if isinstance(exc, cls)), None)
+    if status == 401:
+        scheme = "Thing" if path.startswith(("/things/bootstrap", "/certs/csr")) else "Bearer"
+        return _error(401, str(exc), {"WWW-Authenticate": f'{scheme} realm="edge-provision-lab"'})
+    if status == 503:
+        logger.error("storage error path=%s error=%s", path, exc)
+        return _error(503, "storage unavailable; try again shortly (see the server log)",
+                      {"Retry-After": "1"})  # fmt: skip
+    return None if status is None else _error(status, str(exc))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def known_error(request: Request, exc: Exception) -> Response:
+        response = _error_response(request.url.path, exc)
+        if response is None:  # pragma: no cover - only registered for known classes
+            raise exc
+        return response
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            message = (f"no such endpoint: {request.method} {request.url.path}; "
+                       "see /openapi.json for the API")  # fmt: skip
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"method {request.method} is not allowed on {request.url.path}; use {allowed}"
+        else:
+            message = str(exc.detail)
+        return _error(exc.status_code, message, dict(exc.headers or {}))
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        return _error(400, f"invalid request: {exc}")
+
+    known: list[type[Exception]] = [_ApiError, *(cls for cls, _ in _ERROR_STATUS)]
+    for exc_class in known:
+        app.add_exception_handler(exc_class, known_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class _FastPath:
+    """ASGI middleware serving the hot device endpoints without FastAPI's per-request machinery.
+
+    ``GET /health``, ``POST /mapping`` and the two bootstrap fetches run the very
+    same endpoint functions that are registered (and documented) in FastAPI;
+    only routing, dependency solving and the exception middleware are skipped,
+    which more than doubles the request rate.
+    """
+
+    _BOOTSTRAP = "/things/bootstrap/"
+    _SECURE = "secure/"
+
+    def __init__(self, app: ASGIApp, exact: dict[tuple[str, str], Endpoint],
+                 bootstrap: Callable[[str, Request], Awaitable[Response]],
+                 bootstrap_secure: Callable[[str, Request], Awaitable[Response]]) -> None:
+        self._app = app
+        self._exact = exact
+        self._bootstrap = bootstrap
+        self._bootstrap_secure = bootstrap_secure
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            method, path = scope["method"], scope["path"]
+            assert isinstance(path, str)
+            endpoint = self._exact.get((str(method), path))
+            if endpoint is None and method == "GET" and path.startswith(self._BOOTSTRAP):
+                endpoint = self._match_bootstrap(path[len(self._BOOTSTRAP):])
+            if endpoint is not None:
+                request = Request(scope, receive)
+                try:
+                    response = await endpoint(request)
+                except Exception as exc:
+                    known = _error_response(path, exc)
+                    if known is None:
+                        raise
+                    response = known
+                await response(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+    def _match_bootstrap(self, rest: str) -> Endpoint | None:
+        if rest.startswith(self._SECURE) and "/" not in rest[len(self._SECURE):]:
+            external_id, fetch = rest[len(self._SECURE):], self._bootstrap_secure
+        elif rest and "/" not in rest:
+            external_id, fetch = rest, self._bootstrap
+        else:
+            return None
+        if not external_id:
+            return None
+
+        async def endpoint(request: Request) -> Response:
+            return await fetch(external_id, request)
+
+        return endpoint
+
+
+def _fail(status: int, message: str) -> NoReturn:
+    raise _ApiError(status, message)
+
+
+# --------------------------------------------------------------------------- app
+
+_MAPPING_EXAMPLE = '{"external_id": "02:42:ac:11:00:07", "external_key": "secret"}'
+_CSR_EXAMPLE = '{"thing_id": "<id>", "csr": "-----BEGIN CERTIFICATE REQUEST-----..."}'
+
+
+def _body_doc(required: list[str], properties: dict[str, object]) -> dict[str, object]:
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True,
+                            "content": {_JSON: {"schema": schema}}}}  # fmt: skip
+
+
+def create_app(service: LabService) -> FastAPI:
+    """The ASGI application serving ``service``; closes it at lifespan shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="edge-provision lab server",
+        version=__version__,
+        description="Mainflux-compatible provision, bootstrap and certificate endpoints.",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+    limit = service.max_body_bytes
+
+    @app.get("/health", tags=["service"])
+    async def health(request: Request) -> Response:
+        """Service health (upstream HealthInfo shape, plus ``csr: true``)."""
+        return Response(service.health_body, media_type=_JSON)
+
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+
+    @app.post("/mapping", status_code=201, tags=["provision"], openapi_extra=_body_doc(
+        ["external_id", "external_key"],
+        {"external_id": {"type": "string"}, "external_key": {"type": "string"},
+         "name": {"type": "string"}}))  # fmt: skip
+    async def post_mapping(request: Request) -> Response:
+        """Provision a gateway (idempotent per external_id + external_key)."""
+        service.check_operator(_header(request), for_mapping=True)
+        _require_json(request)
+        obj = _parse_object(await _read_body(request, limit), _MAPPING_EXAMPLE)
+        external_id = _required(obj, "external_id")
+        external_key = _required(obj, "external_key")
+        name = _string(obj, "name", required=False)
+        body = await run_in_threadpool(service.provision, external_id, external_key, name)
+        return _json(201, body)
+
+    @app.get("/mapping", tags=["provision"])
+    async def get_mapping(request: Request) -> Response:
+        """The ``[bootstrap.content]`` of the layout (operator token required)."""
+        service.check_operator(_header(request))
+        return _json(200, service.bootstrap_content())
+
+    @app.get("/things/bootstrap/{external_id}", tags=["bootstrap"])
+    async def bootstrap(external_id: str, request: Request) -> Response:
+        """Device bootstrap with ``Authorization: Thing <external_key>`` (or bare)."""
+        body = await run_in_threadpool(service.bootstrap, external_id, _header(request))
+        if body is None:
+            _fail(404, "no bootstrap configuration for this external_id and key")
+        return _json(200, body)
+
+    @app.get("/things/bootstrap/secure/{external_id}", tags=["bootstrap"])
+    async def bootstrap_secure(external_id: str, request: Request) -> Response:
+        """Encrypted device bootstrap (upstream AES-CFB scheme; binary body)."""
+        blob = await run_in_threadpool(service.bootstrap_secure, external_id, _header(request))
+        if blob is None:
+            _fail(404, "no bootstrap configuration for this external_id and key")
+        return Response(blob, media_type=_JSON)
+
+    @app.post("/certs/csr", status_code=201, tags=["certs"], openapi_extra=_body_doc(
+        ["thing_id", "csr"],
+        {"thing_id": {"type": "string"}, "csr": {"type": "string"},
+         "ttl_s": {"type": "integer", "minimum": 1}}))  # fmt: skip
+    async def post_csr(request: Request) -> Response:
+        """Sign a CSR; the private key never leaves the gateway."""
+        header = _header(request)
+        if header is None or not header.strip():
+            raise Unauthorized("missing Authorization header; send 'Authorization: Thing "
+                               "<thing_key>' (or the bare key)")  # fmt: skip
+        _require_json(request)
+        obj = _parse_object(await _read_body(request, limit), _CSR_EXAMPLE)
+        thing_id = _required(obj, "thing_id")
+        csr = _required(obj, "csr", max_chars=_MAX_CSR_CHARS)
+        ttl_s = obj.get("ttl_s")
+        if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, int)
+                                  or ttl_s < 1):  # fmt: skip
+            _fail(400, f"field 'ttl_s' must be a whole number of seconds >= 1, got {ttl_s!r:.40}")
+        body = await run_in_threadpool(service.sign_csr, thing_id, header, csr, ttl_s)
+        return _json(201, body)
+
+    @app.get("/certs/ca", tags=["certs"])
+    async def ca_cert() -> Response:
+        """The lab CA certificate (PEM, no authentication)."""
+        return Response(service.ca_pem, media_type=_PEM)
+
+    @app.get("/certs/{serial}", tags=["certs"])
+    async def get_cert(serial: str, request: Request) -> Response:
+        """One issued certificate (operator token required)."""
+        service.check_operator(_header(request))
+        body = await run_in_threadpool(service.certificate, serial)
+        if body is None:
+            _fail(404, f"no certificate with serial {serial[:80]!r}")
+        return _json(200, body)
+
+    @app.delete("/certs/{thing_id}", tags=["certs"])
+    async def revoke(thing_id: str, request: Request) -> Response:
+        """Revoke every certificate of a thing (operator token required)."""
+        service.check_operator(_header(request))
+        return _json(200, await run_in_threadpool(service.revoke, thing_id))
+
+    def listing(
+        fetch: Callable[[int, int], dict[str, object]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            service.check_operator(_header(request))
+            offset, page_limit = _page(request)
+            return _json(200, await run_in_threadpool(fetch, offset, page_limit))
+
+        return handler
+
+    for path, fetch, what in (
+        ("/things", service.list_things, "things"),
+        ("/channels", service.list_channels, "channels"),
+        ("/things/configs", service.list_configs, "bootstrap configs"),
+        ("/certs", service.list_certificates, "issued certificates"),
+    ):
+        app.add_api_route(path, listing(fetch), methods=["GET"], tags=["operator"],
+                          summary=f"List {what} (offset, limit <= 100; operator token)")
+    app.add_middleware(
+        _FastPath,
+        exact={("GET", "/health"): health, ("HEAD", "/health"): health,
+               ("POST", "/mapping"): post_mapping},
+        bootstrap=bootstrap, bootstrap_secure=bootstrap_secure,
+    )  # fmt: skip
+    app.add_middleware(_InternalErrors, service=service)
+    return app

@@ -1,0 +1,381 @@
+"""The lab mapping service: layout plan -> backend, idempotency, certificates, auth.
+
+Everything here is synchronous and HTTP-free: :mod:`edge_provision.lab.app`
+parses requests, calls one method (blocking ones in a worker thread) and renders
+the returned JSON-ready dict. Failures are raised as :mod:`edge_provision.errors`
+classes that the app maps to status codes:
+
+=========================  ======
+``Unauthorized``           401
+``AlreadyProvisioned``     409
+``Rejected``               400
+``CertificateError``       400
+``ConfigError``            400 (a plan the layout cannot make for this request)
+``StoreError``             503
+=========================  ======
+
+"Not found" is a ``None`` return, so that unknown ids and wrong keys can be
+answered identically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from edge_provision import __version__, bscrypto
+from edge_provision.errors import AlreadyProvisioned, ProtocolError, Unauthorized
+from edge_provision.lab.auth import THING_SCHEMES, AuthOutcome, check_token, extract_credential
+from edge_provision.lab.models import (
+    Backend,
+    BootstrapRecord,
+    CertRecord,
+    ChannelRecord,
+    MappingRecord,
+    Page,
+    ThingRecord,
+)
+from edge_provision.layout import Layout, PlannedCertificate, plan
+from edge_provision.pki import IssuedCert, LocalCA
+
+__all__ = ["OWNER", "LabService", "ServiceInfo", "rfc3339"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OWNER = "admin"
+"""Owner recorded on every entity: the lab server has one operator."""
+
+_USER_HINT = "send 'Authorization: Bearer <token>' (or Token/ApiKey/bare) with the lab API token"
+_THING_HINT = "send 'Authorization: Thing <key>' (or the bare key)"
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """What the server prints at start: where things are and how to authenticate."""
+
+    layout_source: str
+    things: int
+    channels: int
+    db_path: Path
+    ca_path: Path
+    auth_hint: str
+    x509_provision: bool
+
+
+def rfc3339(value: datetime) -> str:
+    """``2026-11-25T16:46:10Z``: RFC 3339 in UTC, whole seconds."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _thing_json(thing: ThingRecord) -> dict[str, object]:
+    return {"id": thing.id, "name": thing.name, "key": thing.key, "metadata": thing.metadata}
+
+
+def _channel_json(channel: ChannelRecord) -> dict[str, object]:
+    return {"id": channel.id, "name": channel.name, "metadata": channel.metadata}
+
+
+def _cert_json(cert: CertRecord) -> dict[str, object]:
+    return {
+        "thing_id": cert.thing_id,
+        "cert_serial": cert.serial,
+        "not_before": rfc3339(cert.not_before),
+        "expiration": rfc3339(cert.not_after),
+        "revoked": cert.revoked,
+    }
+
+
+class LabService:
+    """One lab platform: a backend, a local CA, a layout and the operator token."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        ca: LocalCA,
+        layout: Layout,
+        token: str,
+        header_required: bool,
+        encrypt_key: bytes,
+        info: ServiceInfo,
+        max_body_bytes: int = 65536,
+    ) -> None:
+        self._backend = backend
+        self._ca = ca
+        self._layout = layout
+        self._token = token
+        self._header_required = header_required
+        self._encrypt_key = encrypt_key
+        self._max_ttl_s = layout.cert.ttl_s
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self.info = info
+        self.max_body_bytes = max_body_bytes
+        self.internal_errors = 0
+        """Requests that ended in a 500 (the app counts them; tests expect 0)."""
+        self._content = layout.bootstrap.content or {}
+        self._listeners: list[Callable[[str], None]] = []
+        self.health_body = json.dumps({
+            "status": "pass",
+            "version": __version__,
+            "commit": "",
+            "description": "edge-provision lab provision service",
+            "build_time": "",
+            "csr": True,
+        }).encode()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def backend(self) -> Backend:
+        """The platform backend (tests and benchmarks inspect it)."""
+        return self._backend
+
+    @property
+    def layout(self) -> Layout:
+        """The effective layout (file or built-in, with settings applied)."""
+        return self._layout
+
+    @property
+    def ca_pem(self) -> str:
+        """The lab CA certificate, PEM."""
+        return self._ca.cert_pem
+
+    def add_listener(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(event)`` after things or certificates changed (``mapping``, ``revoke``).
+
+        Callbacks run on the request's worker thread: they must be quick (set an event).
+        """
+        self._listeners.append(callback)
+
+    def _changed(self, event: str) -> None:
+        for callback in tuple(self._listeners):
+            try:
+                callback(event)
+            except Exception:  # a listener's bug must not fail the request
+                logger.exception("change listener failed event=%s", event)
+
+    def close(self) -> None:
+        """Close the backend; safe to call more than once."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._backend.close()
+
+    # ---------------------------------------------------------------------- auth
+
+    def check_operator(self, header: str | None, *, for_mapping: bool = False) -> None:
+        """Raise :class:`Unauthorized` unless ``header`` carries the operator token.
+
+        ``for_mapping``: on ``POST /mapping`` a configured token (as upstream's
+        ``MF_PROVISION_API_KEY``) lets requests without a header through.
+        """
+        required = self._header_required or not for_mapping
+        outcome = check_token(header, self._token, header_required=required)
+        if outcome is AuthOutcome.OK:
+            return
+        if outcome is AuthOutcome.MISSING:
+            raise Unauthorized(f"missing Authorization header; {_USER_HINT}")
+        if outcome is AuthOutcome.MALFORMED:
+            raise Unauthorized(f"unreadable Authorization header; {_USER_HINT}")
+        raise Unauthorized(f"wrong API token in the Authorization header; {_USER_HINT}")
+
+    # ----------------------------------------------------------------- /mapping
+
+    def provision(self, external_id: str, external_key: str, name: str | None) -> dict[str, object]:
+        """Run (or repeat) the mapping for a gateway; the upstream 201 body."""
+        run = plan(self._layout, external_id, external_key, name)
+        issuer = self._issue_certs if run.certificates else None
+        try:
+            record = self._backend.provision(run, owner=OWNER, issue_certs=issuer)
+        except AlreadyProvisioned:
+            raise AlreadyProvisioned(
+                f"external_id {external_id!r} is already provisioned with a different "
+                "external_key; send the original key (the request is idempotent), or "
+                "fetch the configuration with GET /things/bootstrap/<external_id>"
+            ) from None
+        if record.created:
+            self._changed("mapping")
+        return self._mapping_body(record)
+
+    def _issue_certs(
+        self, things: Sequence[ThingRecord], planned: Sequence[PlannedCertificate]
+    ) -> dict[str, tuple[IssuedCert, str]]:
+        """Issue one server-generated key + certificate per planned thing (CN = thing id)."""
+        issued: dict[str, tuple[IssuedCert, str]] = {}
+        for want in planned:
+            thing = things[want.thing_index]
+            issued[thing.id] = self._ca.issue(
+                common_name=thing.id, key_type=want.key_type, key_bits=want.key_bits,
+                ttl_s=want.ttl_s,
+            )
+        return issued
+
+    @staticmethod
+    def _mapping_body(record: MappingRecord) -> dict[str, object]:
+        body: dict[str, object] = {
+            "things": [_thing_json(t) for t in record.things],
+            "channels": [_channel_json(c) for c in record.channels],
+        }
+        if record.whitelisted:
+            body["whitelisted"] = {thing_id: True for thing_id in record.whitelisted}
+        if record.client_certs:
+            body["client_cert"] = dict(record.client_certs)
+        if record.client_keys:
+            body["client_key"] = dict(record.client_keys)
+        if record.ca_cert:
+            body["ca_cert"] = record.ca_cert
+        return body
+
+    def bootstrap_content(self) -> dict[str, object]:
+        """``GET /mapping``: the layout's ``[bootstrap.content]`` table."""
+        return self._content
+
+    # --------------------------------------------------------------- bootstrap
+
+    def bootstrap(self, external_id: str, header: str | None) -> dict[str, object] | None:
+        """Device bootstrap with the external key; None if unknown id OR wrong key."""
+        external_key = extract_credential(header, THING_SCHEMES)
+        if external_key is None:
+            raise Unauthorized(f"missing or unreadable external key; {_THING_HINT}")
+        record = self._backend.bootstrap(external_id, external_key)
+        return None if record is None else self._bootstrap_body(record)
+
+    def bootstrap_secure(self, external_id: str, header: str | None) -> bytes | None:
+        """Encrypted device bootstrap: ``iv || AES-CFB(key, json)``, or None."""
+        token = extract_credential(header, THING_SCHEMES)
+        if token is None:
+            raise Unauthorized(
+                "missing or unreadable encrypted external key; send 'Authorization: Thing "
+                "<hex(iv || AES-CFB(MF_BOOTSTRAP_ENCRYPT_KEY, external_key))>'"
+            )
+        try:
+            blob = bytes.fromhex(token)
+            plain_key = bscrypto.decrypt(self._encrypt_key, blob)
+        except (ValueError, ProtocolError):
+            raise Unauthorized(
+                "the encrypted external key is not hex of IV (16 bytes) || ciphertext; "
+                "secure bootstrap expects 'Thing <hex>'"
+            ) from None
+        try:
+            external_key = plain_key.decode("utf-8")
+        except UnicodeDecodeError:
+            return None  # another MF_BOOTSTRAP_ENCRYPT_KEY: same answer as a wrong key
+        record = self._backend.bootstrap(external_id, external_key)
+        if record is None:
+            return None
+        plain = json.dumps(self._bootstrap_body(record), separators=(",", ":")).encode()
+        return bscrypto.encrypt(self._encrypt_key, plain)
+
+    @staticmethod
+    def _bootstrap_body(record: BootstrapRecord) -> dict[str, object]:
+        """0.12 names and the newer ones side by side; empty optional fields omitted."""
+        channels = [_channel_json(c) for c in record.channels]
+        body: dict[str, object] = {
+            "mainflux_id": record.thing_id,
+            "mainflux_key": record.thing_key,
+            "mainflux_channels": channels,
+            "thing_id": record.thing_id,
+            "thing_key": record.thing_key,
+            "channels": channels,
+        }
+        for field_name in ("content", "client_cert", "client_key", "ca_cert"):
+            value = getattr(record, field_name)
+            if value:
+                body[field_name] = value
+        if record.extra_things:
+            body["extra_things"] = [_thing_json(t) for t in record.extra_things]
+        return body
+
+    # ------------------------------------------------------------ certificates
+
+    def sign_csr(
+        self, thing_id: str, header: str | None, csr_pem: str, ttl_s: int | None
+    ) -> dict[str, object]:
+        """Sign a gateway's CSR for ``thing_id`` (CN forced to the thing id)."""
+        thing_key = extract_credential(header, THING_SCHEMES)
+        if thing_key is None:
+            raise Unauthorized(f"missing or unreadable thing key; {_THING_HINT}")
+        if self._backend.authenticate_thing(thing_id, thing_key) is None:
+            raise Unauthorized(
+                f"thing id and key do not match; send the key of thing {thing_id!r} "
+                "as 'Authorization: Thing <thing_key>'"
+            )
+        ttl = self._max_ttl_s if ttl_s is None else min(ttl_s, self._max_ttl_s)
+        issued = self._ca.sign_csr(csr_pem, common_name=thing_id, ttl_s=ttl)
+        self._backend.record_certificate(thing_id, issued)
+        logger.info("certificate issued thing_id=%s serial=%s ttl_s=%d", thing_id,
+                    issued.serial, ttl)
+        return {
+            "thing_id": thing_id,
+            "client_cert": issued.cert_pem,
+            "cert_serial": issued.serial,
+            "expiration": rfc3339(issued.not_after),
+            "ca_cert": issued.ca_pem,
+        }
+
+    def revoke(self, thing_id: str) -> dict[str, object]:
+        """Revoke every certificate of ``thing_id``."""
+        serials = self._backend.revoke_certificates(thing_id)
+        logger.info("certificates revoked thing_id=%s count=%d", thing_id, len(serials))
+        self._changed("revoke")
+        return {"revoked": list(serials)}
+
+    def certificate(self, serial: str) -> dict[str, object] | None:
+        """One issued certificate by serial (lower-case hex), or None."""
+        record = self._backend.certificate(serial.lower())
+        if record is None:
+            return None
+        body = _cert_json(record)
+        body["cert"] = record.cert_pem
+        return body
+
+    # ------------------------------------------------------------ operator view
+
+    def list_things(self, offset: int, limit: int) -> dict[str, object]:
+        """A page of things (with their keys: operator only, as upstream)."""
+        page = self._backend.list_things(offset, limit)
+        return _page_body(page, "things", [_thing_json(t) for t in page.items])
+
+    def list_channels(self, offset: int, limit: int) -> dict[str, object]:
+        """A page of channels."""
+        page = self._backend.list_channels(offset, limit)
+        return _page_body(page, "channels", [_channel_json(c) for c in page.items])
+
+    def list_configs(self, offset: int, limit: int) -> dict[str, object]:
+        """A page of bootstrap configs, never with external keys or private keys."""
+        page = self._backend.list_bootstrap_configs(offset, limit)
+        items: list[object] = [
+            {
+                "external_id": b.external_id,
+                "mainflux_id": b.thing_id,
+                "mainflux_key": b.thing_key,
+                "name": b.name,
+                "mainflux_channels": [_channel_json(c) for c in b.channels],
+                "content": b.content,
+                "state": b.state,
+                "has_client_cert": bool(b.client_cert),
+            }
+            for b in page.items
+        ]
+        return _page_body(page, "configs", items)
+
+    def list_certificates(self, offset: int, limit: int) -> dict[str, object]:
+        """A page of issued certificates (metadata only, no PEM)."""
+        page = self._backend.list_certificates(offset, limit)
+        return _page_body(page, "certs", [_cert_json(c) for c in page.items])
+
+
+def _page_body(page: Page[T], name: str, items: list[object]) -> dict[str, object]:
+    return {"total": page.total, "offset": page.offset, "limit": page.limit, name: items}

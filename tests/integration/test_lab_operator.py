@@ -1,0 +1,203 @@
+"""Operator view (paginated listings, /openapi.json) and ``edge-provision serve`` as a process."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from edge_provision import pki
+from edge_provision.errors import ConfigError
+from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
+from edge_provision.settings import LabSettings, load_lab_settings
+
+TIMEOUT = 10
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lab_settings(tmp_path: Path, **overrides: object) -> LabSettings:
+    """Settings for a lab server on 127.0.0.1:0 with its state under ``tmp_path``."""
+    base = load_lab_settings({"state_dir": tmp_path / "lab", "port": 0}, env={})
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[RunningLabServer]:
+    """A lab server with five gateways provisioned."""
+    with start_in_thread(lab_settings(tmp_path)) as server:
+        token = (tmp_path / "lab" / TOKEN_FILE).read_text().strip()
+        for i in range(5):
+            resp = requests.post(f"{server.url}/mapping", timeout=TIMEOUT,
+                                 json={"external_id": f"gw-{i}", "external_key": f"secret-{i}"},
+                                 headers={"Authorization": token})
+            assert resp.status_code == 201
+        yield server
+        assert server.service.internal_errors == 0
+
+
+@pytest.fixture
+def auth(tmp_path: Path, lab: RunningLabServer) -> dict[str, str]:
+    """The operator's Authorization header."""
+    return {"Authorization": "Bearer " + (tmp_path / "lab" / TOKEN_FILE).read_text().strip()}
+
+
+@pytest.mark.parametrize(("path", "name", "total"), [
+    ("/things", "things", 5), ("/channels", "channels", 10), ("/things/configs", "configs", 5),
+    ("/certs", "certs", 0)])
+def test_listings_paginate(lab: RunningLabServer, auth: dict[str, str], path: str, name: str,
+                           total: int) -> None:
+    """Every listing pages with offset/limit and reports the total."""
+    first = requests.get(f"{lab.url}{path}?offset=0&limit=2", headers=auth, timeout=TIMEOUT)
+    assert first.status_code == 200
+    body = first.json()
+    assert set(body) == {"total", "offset", "limit", name}
+    assert (body["total"], body["offset"], body["limit"]) == (total, 0, 2)
+    assert len(body[name]) == min(2, total)
+    tail = requests.get(f"{lab.url}{path}?offset=4&limit=100", headers=auth,
+                        timeout=TIMEOUT).json()
+    assert len(tail[name]) == max(0, total - 4)
+    default = requests.get(f"{lab.url}{path}", headers=auth, timeout=TIMEOUT).json()
+    assert default["limit"] == 10
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=abc", "offset=-1",
+                                   "offset=1.5", "limit=", "limit=%EF%BC%91"])
+def test_bad_page_parameters(lab: RunningLabServer, auth: dict[str, str], query: str) -> None:
+    """Out-of-range or non-numeric offset/limit gets 400 naming the parameter."""
+    resp = requests.get(f"{lab.url}/things?{query}", headers=auth, timeout=TIMEOUT)
+    assert resp.status_code == 400
+    assert query.split("=")[0] in resp.json()["error"]
+
+
+def test_listings_need_the_token(lab: RunningLabServer) -> None:
+    """Listings refuse requests without or with a wrong token."""
+    for path in ("/things", "/channels", "/things/configs", "/certs"):
+        assert requests.get(f"{lab.url}{path}", timeout=TIMEOUT).status_code == 401
+        assert requests.get(f"{lab.url}{path}", headers={"Authorization": "Bearer x"},
+                            timeout=TIMEOUT).status_code == 401
+
+
+def test_configs_never_show_external_keys(lab: RunningLabServer, auth: dict[str, str]) -> None:
+    """Bootstrap configs list external ids and thing keys, never external keys."""
+    body = requests.get(f"{lab.url}/things/configs?limit=100", headers=auth, timeout=TIMEOUT)
+    assert "secret-" not in body.text
+    assert {c["external_id"] for c in body.json()["configs"]} == {f"gw-{i}" for i in range(5)}
+    assert all("mainflux_key" in c for c in body.json()["configs"])
+
+
+def test_openapi(lab: RunningLabServer) -> None:
+    """FastAPI's /openapi.json lists the lab endpoints."""
+    spec = requests.get(f"{lab.url}/openapi.json", timeout=TIMEOUT).json()
+    for path in ("/mapping", "/health", "/things/bootstrap/{external_id}",
+                 "/things/bootstrap/secure/{external_id}", "/certs/csr", "/certs/ca",
+                 "/things", "/channels", "/things/configs", "/certs"):
+        assert path in spec["paths"], path
+    mapping = spec["paths"]["/mapping"]["post"]["requestBody"]["content"]["application/json"]
+    assert mapping["schema"]["required"] == ["external_id", "external_key"]
+
+
+def test_https_listener(tmp_path: Path) -> None:
+    """With a server certificate and key set the server speaks HTTPS and says so."""
+    ca = pki.LocalCA.create()
+    cert, key = ca.issue_server_cert(["127.0.0.1"], ttl_s=3600)
+    (tmp_path / "server.crt").write_text(cert.cert_pem)
+    (tmp_path / "server.key").write_text(key)
+    (tmp_path / "ca.crt").write_text(ca.cert_pem)
+    settings = lab_settings(tmp_path, server_cert=tmp_path / "server.crt",
+                            server_key=tmp_path / "server.key")
+    with start_in_thread(settings) as lab:
+        assert lab.url.startswith("https://127.0.0.1:")
+        with requests.Session() as session:  # closed before the server stops
+            resp = session.get(f"{lab.url}/health", verify=str(tmp_path / "ca.crt"),
+                               headers={"Connection": "close"}, timeout=TIMEOUT)
+            assert resp.json()["status"] == "pass"
+
+
+def test_unusable_tls_files_are_a_config_error(tmp_path: Path) -> None:
+    """Missing certificate files stop the start with a ConfigError naming the settings."""
+    settings = lab_settings(tmp_path, server_cert=tmp_path / "nope.crt",
+                            server_key=tmp_path / "nope.key")
+    with pytest.raises(ConfigError, match="MF_PROVISION_SERVER_CERT"):
+        start_in_thread(settings)
+
+
+def test_port_in_use_is_a_config_error(tmp_path: Path, lab: RunningLabServer) -> None:
+    """A port that is taken gives a ConfigError suggesting another one."""
+    with pytest.raises(ConfigError, match="--port"):
+        start_in_thread(lab_settings(tmp_path / "second", port=lab.port))
+
+
+# ------------------------------------------------------------------- as a process
+
+
+def _reader(stream: object, lines: queue.Queue[str]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        lines.put(line)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_subprocess(tmp_path: Path, sig: signal.Signals) -> None:
+    """`python -m edge_provision serve --port 0` prints its URL, serves, and exits 0 on a signal."""
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MF_", "EDGE_PROVISION_"))}
+    with subprocess.Popen(
+        [sys.executable, "-m", "edge_provision", "--state-dir", str(state), "serve", "--port", "0"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:
+        output, errors = _drive(proc, state, sig)
+    text = "".join(output)
+    token = (state / TOKEN_FILE).read_text().strip()
+    assert f"token in {state / TOKEN_FILE}" in text
+    assert "layout: <built-in> (1 things, 2 channels)" in text
+    assert f"database: {state / 'lab.db'}" in text
+    assert token not in text
+    assert token not in errors
+
+
+def _drive(proc: subprocess.Popen[str], state: Path, sig: signal.Signals
+           ) -> tuple[list[str], str]:
+    """Wait for the URL line, provision once, send ``sig``; return stdout lines and stderr."""
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True)
+    reader.start()
+    output: list[str] = []
+    try:
+        url = None
+        deadline = time.monotonic() + 20
+        while url is None and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                assert proc.poll() is None, "serve exited early"
+                continue
+            output.append(line)
+            match = re.fullmatch(r"listening on (http://127\.0\.0\.1:\d+)\n", line)
+            url = match.group(1) if match else None
+        assert url is not None, output
+        token = (state / TOKEN_FILE).read_text().strip()
+        assert requests.get(f"{url}/health", timeout=TIMEOUT).json()["status"] == "pass"
+        resp = requests.post(f"{url}/mapping", json={"external_id": "p", "external_key": "k"},
+                             headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
+        assert resp.status_code == 201
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    reader.join(timeout=5)
+    while not lines.empty():
+        output.append(lines.get())
+    assert proc.stderr is not None
+    return output, proc.stderr.read()
