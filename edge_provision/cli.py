@@ -245,6 +245,8 @@ def identity(obj: CliContext, interface: str | None, as_json: bool) -> None:
 @click.option("--layout", "layout_file", type=click.Path(path_type=Path), default=None,
               help="Mainflux provision config.toml [env MF_PROVISION_CONFIG_FILE]")
 @click.option("--token", default=None, help="API key [env MF_PROVISION_API_KEY; default generated]")
+@click.option("--state-dir", "serve_state_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="database, CA and token [env EDGE_PROVISION_LAB_STATE_DIR]")
 @click.option("--mqtt", is_flag=True, default=None,
               help="also run a mosquitto broker kept in step with the provisioned things")
 @click.option("--mqtt-port", type=int, default=None, help="mosquitto port [default 1883]")
@@ -266,6 +268,9 @@ def serve(obj: CliContext, /, **options: object) -> None:
       edge-provision serve --port 8190 --layout /etc/mainflux/provision/config.toml
     """
     flags = {"state_dir": obj.flags.get("state_dir"), "log_level": obj.flags.get("log_level")}
+    serve_state_dir = options.pop("serve_state_dir", None)
+    if serve_state_dir is not None:
+        flags["state_dir"] = serve_state_dir
     flags.update({k: v for k, v in options.items() if v is not None})
     settings: LabSettings = load_lab_settings(flags)
     register_secret(settings.token)

@@ -20,6 +20,7 @@ answered identically.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -125,6 +126,11 @@ class LabService:
         """Requests that ended in a 500 (the app counts them; tests expect 0)."""
         self._content = layout.bootstrap.content or {}
         self._listeners: list[Callable[[str], None]] = []
+        nowait = getattr(backend, "provision_nowait", None)
+        self._provision_nowait: Callable[..., asyncio.Future[MappingRecord]] | None = (
+            nowait if getattr(backend, "can_provision_nowait", False)
+            and not layout.bootstrap.x509_provision else None
+        )
         self.health_body = json.dumps({
             "status": "pass",
             "version": __version__,
@@ -154,7 +160,8 @@ class LabService:
     def add_listener(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(event)`` after things or certificates changed (``mapping``, ``revoke``).
 
-        Callbacks run on the request's worker thread: they must be quick (set an event).
+        Callbacks run on the request's worker thread or on the event loop: they
+        must be quick (set an event).
         """
         self._listeners.append(callback)
 
@@ -206,6 +213,37 @@ class LabService:
                 "fetch the configuration with GET /things/bootstrap/<external_id>"
             ) from None
         if record.created:
+            self._changed("mapping")
+        return self._mapping_body(record)
+
+    @property
+    def can_provision_async(self) -> bool:
+        """Whether :meth:`provision_async` runs without a worker thread."""
+        return self._provision_nowait is not None
+
+    async def provision_async(
+        self, external_id: str, external_key: str, name: str | None
+    ) -> dict[str, object]:
+        """:meth:`provision` on the event loop: no worker thread waits for the commit.
+
+        Only when :attr:`can_provision_async` (no certificates to issue, a backend
+        with ``provision_nowait``); the answer is the same.
+        """
+        submit = self._provision_nowait
+        if submit is None:
+            raise RuntimeError("provision_async needs can_provision_async; use provision()")
+        run = plan(self._layout, external_id, external_key, name)
+        try:
+            record = await submit(run, owner=OWNER)
+        except AlreadyProvisioned:
+            raise AlreadyProvisioned(
+                f"external_id {external_id!r} is already provisioned with a different "
+                "external_key; send the original key (the request is idempotent), or "
+                "fetch the configuration with GET /things/bootstrap/<external_id>"
+            ) from None
+        if record.created:
+            logger.info("mapping created external_id=%s things=%s channels=%s",
+                        external_id, len(record.things), len(record.channels))
             self._changed("mapping")
         return self._mapping_body(record)
 

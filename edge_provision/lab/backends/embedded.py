@@ -20,6 +20,7 @@ is 0600 for that reason. The schema is described in ``_embedded_sql``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -77,7 +78,19 @@ class WriterStats:
 @dataclass
 class _Job:
     run: Callable[[sqlite3.Connection], object]
-    future: Future[Any]
+    future: Future[Any] | asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop | None = None  # set for asyncio futures
+
+
+def _settle(jobs: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
+    """Resolve the asyncio futures of one batch (runs on their event loop)."""
+    for future, result, err in jobs:
+        if future.cancelled():
+            continue
+        if err is None:
+            future.set_result(result)
+        else:
+            future.set_exception(err)
 
 
 def _check_page(offset: int, limit: int) -> None:
@@ -286,11 +299,18 @@ class EmbeddedBackend:
                 failed_batches=s.failed_batches + int(not committed),
                 max_batch=max(s.max_batch, len(batch)),
             )
+        # one wake-up per event loop and batch instead of one per request
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for job, result, err in outcomes:
-            if err is None:
+            if job.loop is not None:
+                by_loop.setdefault(job.loop, []).append((job.future, result, err))
+            elif err is None:
                 job.future.set_result(result)
             else:
                 job.future.set_exception(err)
+        for loop, settled in by_loop.items():
+            with suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+                loop.call_soon_threadsafe(_settle, settled)
 
     def close(self) -> None:
         """Stop the writer (after it finished the queued work) and close every connection."""
@@ -337,6 +357,33 @@ class EmbeddedBackend:
             logger.info("mapping created external_id=%s things=%s channels=%s",
                         plan.external_id, len(record.things), len(record.channels))
         return record
+
+    @property
+    def can_provision_nowait(self) -> bool:
+        """Whether :meth:`provision_nowait` is equivalent to :meth:`provision`.
+
+        False in subclasses that override ``provision`` (their override wins).
+        """
+        return type(self).provision is EmbeddedBackend.provision
+
+    def provision_nowait(self, plan: Plan, *, owner: str) -> asyncio.Future[MappingRecord]:
+        """:meth:`provision` for a plan without certificates, from a running event loop.
+
+        Does not block: the rows are prepared on the calling thread, the writer
+        thread runs them in its next group commit, and the returned future is
+        resolved on the caller's loop once they are committed (durable).
+        Repeats and conflicts are detected inside the write transaction.
+        """
+        if plan.certificates:
+            raise ValueError("provision_nowait cannot issue certificates; use provision()")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[MappingRecord] = loop.create_future()
+        prepared = _sql.prepare(plan, owner, None)
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self._path}: the lab backend is closed")
+            self._queue.put(_Job(lambda c: self._write_mapping(c, prepared), future, loop))
+        return future
 
     @staticmethod
     def _write_mapping(conn: sqlite3.Connection, p: _sql.Prepared) -> MappingRecord:
