@@ -69,8 +69,9 @@ ensure_venv() {  # ensure_venv DIR PIP-INSTALL-ARGS...
 
 # --------------------------------------------------------------------------- demo
 
+server_pid=""
 demo() {
-    local venv="$SRC/.venv" work server_pid="" url="" token ep
+    local venv="$SRC/.venv" work url="" token ep mqtt_args=() mqtt_url=""
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' \
         || die "Python >= 3.9 is needed, found $("$PYTHON" --version 2>&1)"
     if [ ! -x "$venv/bin/edge-provision" ] || ! "$venv/bin/python" -c 'import fastapi, uvicorn' 2>/dev/null; then
@@ -87,8 +88,14 @@ demo() {
     }
     trap cleanup EXIT INT TERM
 
+    if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then
+        mqtt_args=(--mqtt --mqtt-port 0)   # a real broker whose auth follows the lab's things
+    else
+        say "mosquitto is not installed: the demo runs without a broker (apt-get install mosquitto)"
+    fi
     say "starting the lab server on 127.0.0.1 (embedded SQLite + local CA in $work/lab)"
-    "$ep" serve --port 0 --state-dir "$work/lab" >"$work/lab.log" 2>&1 &
+    PATH="$PATH:/usr/sbin" "$ep" serve --port 0 --state-dir "$work/lab" "${mqtt_args[@]}" \
+        >"$work/lab.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 1 100); do
         url=$(sed -n 's/^listening on \(http[^ ]*\).*/\1/p' "$work/lab.log" | head -n 1)
@@ -97,17 +104,20 @@ demo() {
         sleep 0.1
     done
     [ -n "$url" ] || { cat "$work/lab.log" >&2; die "the lab server did not say where it listens"; }
-    sed 's/^/    /' "$work/lab.log"
+    grep -v ' INFO \| WARNING ' "$work/lab.log" | sed 's/^/    /'
     token="$work/lab/api-token"
+    mqtt_url=$(sed -n 's/^mqtt broker: \(tcp:[^ ]*\).*/\1/p' "$work/lab.log" | head -n 1)
 
     say "enrolling this machine: edge-provision enroll --provision-url $url"
-    EDGE_PROVISION_TOKEN_FILE="$token" "$ep" --state-dir "$work/agent" enroll --provision-url "$url"
+    EDGE_PROVISION_TOKEN_FILE="$token" EDGE_PROVISION_MQTT_URL="$mqtt_url" \
+        "$ep" --state-dir "$work/agent" enroll --provision-url "$url"
 
     say "edge-provision status"
     "$ep" --state-dir "$work/agent" status
 
     say "enrolling again is a no-op"
-    EDGE_PROVISION_TOKEN_FILE="$token" "$ep" --state-dir "$work/agent" enroll --provision-url "$url"
+    EDGE_PROVISION_TOKEN_FILE="$token" EDGE_PROVISION_MQTT_URL="$mqtt_url" \
+        "$ep" --state-dir "$work/agent" enroll --provision-url "$url"
 
     say "demo done; files are in $work"
 }

@@ -92,7 +92,7 @@ logger = logging.getLogger(__name__)
 CONTROL_COMMANDS = frozenset({"renew", "reprovision", "status"})
 _KEEPALIVE_S = 30
 
-Verifier = Callable[["Generation"], None]
+Verifier = Callable[["Generation"], Optional["VerifyReport"]]
 
 # --------------------------------------------------------------------------- connections
 
@@ -352,7 +352,7 @@ def make_verifier(settings: AgentSettings) -> Verifier | None:
         return None
     always = settings.mqtt_verify == "always"
 
-    def verify(generation: Generation) -> None:
+    def verify(generation: Generation) -> VerifyReport | None:
         target = target_for(settings, generation)
         if target is None:
             if always:
@@ -362,8 +362,8 @@ def make_verifier(settings: AgentSettings) -> Verifier | None:
                 )
             logger.info("mqtt verification skipped generation=%s reason=no broker url",
                         generation.number)  # fmt: skip
-            return
-        verify_credentials(
+            return None
+        return verify_credentials(
             target.url, target.username, target.password, control_channel_id(generation),
             ca_path=target.ca_path, cert_path=target.cert_path, key_path=target.key_path,
             mtls=target.mtls, timeout_s=settings.mqtt_timeout_s, insecure=target.insecure,

@@ -26,12 +26,16 @@ class _ProgressPrinter:
 
     def __init__(self) -> None:
         self._urls: dict[str, str] = {}
+        self._last_skip = ""
 
     def __call__(self, event: Any) -> None:
         if event.status == "started":
             if event.url:
                 self._urls[event.step] = event.url
             return
+        if event.status == "skipped" and event.message == self._last_skip:
+            return  # "already provisioned" once, not once per step
+        self._last_skip = event.message if event.status == "skipped" else ""
         url = event.url or self._urls.get(event.step)
         where = f"  [{url}]" if url and url not in event.message else ""
         click.echo(f"{_MARKS.get(event.status, event.status)} {event.step:<13}"

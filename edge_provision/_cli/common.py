@@ -24,14 +24,22 @@ class CliContext:
     config: Optional[Path] = None
     flags: dict[str, object] = field(default_factory=dict)
 
-    def agent_settings(self, **extra: object) -> AgentSettings:
-        """Agent settings with this invocation's flags (``None`` values mean "not given")."""
+    def agent_settings(self, *, interactive: bool = True, **extra: object) -> AgentSettings:
+        """Agent settings with this invocation's flags (``None`` values mean "not given").
+
+        Interactive commands print their own progress, so unless a log level was set
+        explicitly their log shows warnings and errors only; the daemon logs at info.
+        """
         flags = dict(self.flags)
         flags.update({k: v for k, v in extra.items() if v is not None})
         settings = load_agent_settings(flags, config_path=self.config)
         register_secret(settings.token)
         register_secret(settings.external_key)
-        setup_logging(settings.log_level)
+        register_secret(settings.encrypt_key)
+        level = settings.log_level
+        if interactive and settings.source_of("log_level") == "default":
+            level = "warning"
+        setup_logging(level)
         return settings
 
 

@@ -41,6 +41,7 @@ from edge_provision.errors import (
     Unauthorized,
 )
 from edge_provision.identity import Identity, InterfaceInfo, MacFormat, resolve_identity
+from edge_provision.mqtt import Verifier
 from edge_provision.platform import (
     BootstrapClient,
     BootstrapConfig,
@@ -63,7 +64,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Verifier = Callable[[Generation], None]
 
 
 class Step(str, Enum):
@@ -283,8 +283,14 @@ def _enroll(run: _Run, verifier: Verifier | None, force: bool,
              detail={"generation": str(number)})  # fmt: skip
     if verifier is not None:
         run.emit(Step.VERIFY, StepStatus.STARTED, "checking the new credentials over MQTT")
-        verifier(generation)
-        run.emit(Step.VERIFY, StepStatus.DONE, "the new credentials passed the check")
+        checked = verifier(generation)
+        if checked is None:
+            run.emit(Step.VERIFY, StepStatus.SKIPPED,
+                     "no MQTT broker known (set mqtt.url / EDGE_PROVISION_MQTT_URL)")
+        else:
+            run.emit(Step.VERIFY, StepStatus.DONE,
+                     f"connected and published on the control channel in "
+                     f"{checked.elapsed_s:.2f} s", url=checked.url)
     else:
         run.emit(Step.VERIFY, StepStatus.SKIPPED, "no MQTT verification configured")
     run.emit(Step.SWITCH, StepStatus.STARTED, f"making generation {number} current")

@@ -8,11 +8,10 @@ CLI commands and the daemon ask this module for them.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Callable, cast
+from typing import Callable
 
 from edge_provision.agent.enroll import EnrollClients, EnrollResult, StepEvent, Verifier, enroll
 from edge_provision.agent.systemd import Notifier
@@ -84,17 +83,10 @@ def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
 
 
 def build_verifier(settings: AgentSettings) -> Verifier | None:
-    """``edge_provision.mqtt.make_verifier(settings)`` when that module exists, else None."""
-    try:
-        mqtt = importlib.import_module("edge_provision.mqtt")
-    except ModuleNotFoundError as exc:
-        if exc.name != "edge_provision.mqtt":
-            raise
-        return None
-    make = getattr(mqtt, "make_verifier", None)
-    if make is None:
-        return None
-    return cast("Verifier | None", make(settings))
+    """The MQTT credential check of ``mqtt.verify`` (None when it is off)."""
+    from edge_provision.mqtt import make_verifier
+
+    return make_verifier(settings)
 
 
 def run_enroll(
