@@ -29,6 +29,10 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     echo "==> installing mosquitto (Debian package) for the MQTT tests"
     apt_install mosquitto || echo "warning: could not install mosquitto; MQTT tests will be skipped" >&2
 fi
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "==> installing systemd (for systemd-analyze, which scores the units' hardening)"
+    apt_install systemd || echo "warning: could not install systemd; the unit score test will be skipped" >&2
+fi
 echo "==> installing edge-provision[lab,test] into .venv"
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[lab,test]'
