@@ -207,6 +207,10 @@ class AgentSettings:
         keys=["agent.permanent_retry"], minimum=1,
         help="retry delay after an error a human must fix",
     )
+    min_rerun_s: float = _setting(
+        60.0, "duration", env=["EDGE_PROVISION_MIN_RERUN"], keys=["agent.min_rerun"],
+        minimum=0.1, help="after a success, wait at least this long before the next run",
+    )
     mqtt_url: Optional[str] = _setting(
         None, "str", env=["EDGE_PROVISION_MQTT_URL"], keys=["mqtt.url"],
         help="broker URL (tcp://host:1883, ssl://host:8883); default: bootstrap content",

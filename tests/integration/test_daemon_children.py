@@ -1,0 +1,364 @@
+"""The supervisor loop with real processes: scripted child commands, real signals, sd_notify.
+
+The daemon runs in its own process (``Daemon`` built by a tiny runner script) and its
+child commands are a scripted stand-in, so every exit code, crash, hang and signal path is
+exercised without a server. Notifications arrive on a real AF_UNIX datagram socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from edge_provision.store import Phase, State, Store
+
+WAIT_S = 20.0
+
+# The stand-in for `edge-provision enroll|renew --json`: step N of the plan for run N.
+FAKE_CHILD = r'''
+import json, os, signal, sys, time
+from pathlib import Path
+plan = json.loads(Path(os.environ["FAKE_PLAN"]).read_text())
+counter = Path(os.environ["FAKE_PLAN"] + ".count")
+n = int(counter.read_text()) if counter.exists() else 0
+counter.write_text(str(n + 1))
+step = plan[min(n, len(plan) - 1)]
+with open(os.environ["FAKE_PLAN"] + ".log", "a") as log:
+    log.write(json.dumps({"argv": sys.argv[1:], "pid": os.getpid(),
+                          "env": sorted(k for k in os.environ
+                                        if k.startswith(("NOTIFY", "WATCHDOG")))}) + "\n")
+def on_term(signum, frame):
+    with open(os.environ["FAKE_PLAN"] + ".log", "a") as log:
+        log.write(json.dumps({"term": os.getpid()}) + "\n")
+    if not step.get("ignore_term"):
+        sys.exit(75)
+signal.signal(signal.SIGTERM, on_term)
+if "state" in step:
+    from edge_provision.store import State, Store
+    store = Store(Path(os.environ["EDGE_PROVISION_STATE_DIR"]))
+    with store.lock():
+        store.save_state(State(**step["state"]))
+if "sleep" in step:
+    end = time.monotonic() + step["sleep"]
+    while time.monotonic() < end:
+        time.sleep(0.05)
+if "kill" in step:
+    os.kill(os.getpid(), step["kill"])
+if "stdout" in step:
+    sys.stdout.write(step["stdout"])
+elif "error" in step:
+    print(json.dumps({"ok": False, "error": step["error"]}))
+else:
+    print(json.dumps({"ok": True}))
+sys.exit(step.get("exit", 0))
+'''
+
+RUNNER = r'''
+import json, sys
+from edge_provision._logging import setup_logging
+from edge_provision.agent.daemon import Daemon
+from edge_provision.settings import load_agent_settings
+opts = json.loads(sys.argv[1])
+setup_logging("debug")
+Daemon(load_agent_settings(), reload_settings=load_agent_settings,
+       argv_prefix=[sys.executable, opts["child"]],
+       child_timeout_s=opts.get("child_timeout_s", 900.0),
+       stop_grace_s=opts.get("stop_grace_s", 10.0)).run()
+'''
+
+
+class Notify:
+    """A bound AF_UNIX datagram socket collecting sd_notify messages."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+        self.cursor = 0
+
+    def expect(self, pred: Callable[[str], bool], timeout_s: float = WAIT_S, *,
+               consume: bool = True) -> str:
+        """The first message since the last match for which ``pred`` holds.
+
+        Fails after ``timeout_s``. With ``consume=False`` the next search starts at the
+        same place again.
+        """
+        deadline = time.monotonic() + timeout_s
+        index = self.cursor
+        while True:
+            while index < len(self.messages):
+                if pred(self.messages[index]):
+                    if consume:
+                        self.cursor = index + 1
+                    return self.messages[index]
+                index += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching sd_notify message; got {self.messages}")
+            self.sock.settimeout(left)
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                continue
+
+    def status(self, fragment: str, timeout_s: float = WAIT_S) -> str:
+        """The next STATUS= line containing ``fragment``."""
+        return self.expect(lambda m: "STATUS=" in m and fragment in m, timeout_s)
+
+
+class Harness:
+    """A daemon process with a scripted child plan, its notify socket and its state dir."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.state_dir = tmp_path / "state"
+        self.plan = tmp_path / "plan.json"
+        (tmp_path / "child.py").write_text(FAKE_CHILD)
+        (tmp_path / "runner.py").write_text(RUNNER)
+        self.notify = Notify(tmp_path / "notify.sock")
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, plan: list[dict[str, object]], *, env: dict[str, str] | None = None,
+              **opts: object) -> None:
+        self.plan.write_text(json.dumps(plan))
+        full_env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path), FAKE_PLAN=str(self.plan),
+                        EDGE_PROVISION_STATE_DIR=str(self.state_dir),
+                        EDGE_PROVISION_BACKOFF_INITIAL="0.1", EDGE_PROVISION_BACKOFF_CAP="0.3",
+                        EDGE_PROVISION_PERMANENT_RETRY="30")
+        full_env.update(env or {})
+        with open(self.tmp / "daemon.log", "w") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(self.tmp / "runner.py"),
+                 json.dumps({"child": str(self.tmp / "child.py"), **opts})],
+                env=full_env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+            )
+        self.notify.expect(lambda m: m.startswith("READY=1"), consume=False)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout_s: float = 5.0) -> tuple[int, float]:
+        """SIGTERM; (exit code, seconds it took); STOPPING=1 must arrive."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.notify.expect(lambda m: m == "STOPPING=1", timeout_s)
+        code = self.proc.wait(timeout=timeout_s)
+        return code, time.monotonic() - t0
+
+    def runs(self) -> list[dict[str, object]]:
+        log = Path(str(self.plan) + ".log")
+        if not log.exists():
+            return []
+        return [json.loads(line) for line in log.read_text().splitlines()]
+
+    def log(self) -> str:
+        return (self.tmp / "daemon.log").read_text()
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        child = str(self.tmp / "child.py").encode()
+        for run in self.runs():  # no stand-in may outlive its test (checked: pids get reused)
+            pid = run.get("pid")
+            with contextlib.suppress(OSError):
+                if isinstance(pid, int) and child in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+        self.notify.sock.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    """A daemon harness, killed (with its children) whatever the test did."""
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def _iso(delta: timedelta) -> str:
+    return (datetime.now(timezone.utc) + delta).isoformat(timespec="seconds")
+
+
+def _provisioned(gen: int = 1, delta: timedelta = timedelta(days=30),
+                 action: str = "renew") -> dict[str, object]:
+    return {"phase": "provisioned", "current_generation": gen, "next_action": action,
+            "next_action_at": _iso(delta)}
+
+
+UNAVAILABLE = {"kind": "ServiceUnavailable", "message": "connection refused by 127.0.0.1:9"}
+
+
+def test_transient_failures_then_success(harness: Harness) -> None:
+    """75, 75, then 0: two retry lines, then provisioned with the child's schedule; exit 0."""
+    harness.start([
+        {"exit": 75, "error": UNAVAILABLE},
+        {"exit": 75, "error": UNAVAILABLE},
+        {"exit": 0, "state": _provisioned(1)},
+    ])
+    first = harness.notify.status("retry 1 in")
+    assert first.startswith("STATUS=waiting for network, retry 1 in ")
+    assert first.endswith(": ServiceUnavailable: connection refused by 127.0.0.1:9")
+    harness.notify.status("retry 2 in")
+    harness.notify.status("provisioned: generation 1, next renewal ")
+    code, took = harness.stop()
+    assert (code, took < 5) == (0, True)
+    runs = harness.runs()
+    assert len(runs) == 3
+    assert all(r["argv"] == ["enroll", "--json"] for r in runs)
+    assert all(r["env"] == [] for r in runs)  # NOTIFY_SOCKET / WATCHDOG_* removed
+
+
+def test_renewal_when_due_and_sigusr1_runs_it_now(harness: Harness) -> None:
+    """A due renewal runs `renew --json`; later SIGUSR1 runs it again at once."""
+    store = Store(harness.state_dir)
+    with store.lock():
+        store.save_state(State(phase=Phase.PROVISIONED, current_generation=3,
+                               next_action="renew", next_action_at=_iso(timedelta(hours=-1))))
+    harness.start([{"exit": 0, "state": _provisioned(4)}])
+    harness.notify.status("renewing: generation 3")
+    harness.notify.status("provisioned: generation 4, next renewal")
+    t0 = time.monotonic()
+    harness.signal(signal.SIGUSR1)
+    harness.notify.status("renewing: generation 4")
+    harness.notify.status("provisioned: generation 4, next renewal")
+    assert time.monotonic() - t0 < 5
+    assert [r["argv"] for r in harness.runs()] == [["renew", "--json"]] * 2
+    assert harness.stop()[0] == 0
+
+
+def test_permanent_failure_keeps_running_and_says_why(harness: Harness) -> None:
+    """77 -> failed status with the reason and the slow retry; the daemon stays up."""
+    harness.start([{"exit": 77, "error": {"kind": "Unauthorized",
+                                          "message": "the token was refused (401)"}}])
+    msg = harness.notify.status("failed:")
+    assert msg == ("STATUS=failed: Unauthorized: the token was refused (401); "
+                   "retrying in 30 s")
+    time.sleep(0.5)
+    assert harness.proc is not None and harness.proc.poll() is None
+    assert len(harness.runs()) == 1
+    assert harness.stop()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("step", "fragment"),
+    [
+        ({"kill": signal.SIGKILL}, "enroll was killed by SIGKILL"),
+        ({"exit": 1, "stdout": "Traceback (most recent call last): boom"},
+         "enroll crashed (exit code 1; see the log)"),
+        ({"exit": 0, "stdout": "not json"}, "enroll succeeded but no current generation"),
+    ],
+)
+def test_crashes_are_transient(harness: Harness, step: dict[str, object], fragment: str) -> None:
+    """A child killed by a signal or crashing is retried with backoff."""
+    harness.start([step, {"exit": 0, "state": _provisioned(1)}])
+    assert fragment in harness.notify.status("retry 1 in")
+    harness.notify.status("provisioned: generation 1")
+    assert harness.stop()[0] == 0
+
+
+def test_hung_child_is_stopped_and_retried(harness: Harness) -> None:
+    """A child past the timeout gets SIGTERM, then SIGKILL, and counts as transient."""
+    harness.start([{"sleep": 60, "ignore_term": True}, {"exit": 0, "state": _provisioned(2)}],
+                  child_timeout_s=0.5, stop_grace_s=0.5)
+    msg = harness.notify.status("retry 1 in")
+    assert "enroll did not finish within 0.5 s and was stopped" in msg
+    harness.notify.status("provisioned: generation 2")
+    runs = harness.runs()
+    assert {"term": runs[0]["pid"]} in runs  # SIGTERM was tried first
+    assert harness.stop()[0] == 0
+
+
+def test_sigterm_is_forwarded_to_a_running_child(harness: Harness) -> None:
+    """SIGTERM while a child runs: the child gets SIGTERM, the daemon exits 0 promptly."""
+    harness.start([{"sleep": 60}])
+    harness.notify.status("enrolling")
+    deadline = time.monotonic() + WAIT_S
+    while not harness.runs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let the stand-in install its SIGTERM handler
+    code, took = harness.stop()
+    assert code == 0 and took < 5
+    pid = harness.runs()[0]["pid"]
+    assert {"term": pid} in harness.runs()
+
+
+def test_child_ignoring_sigterm_is_killed_after_the_grace_period(harness: Harness) -> None:
+    """A child that ignores SIGTERM is SIGKILLed after stop_grace_s; still exit 0."""
+    harness.start([{"sleep": 60, "ignore_term": True}], stop_grace_s=1.0)
+    harness.notify.status("enrolling")
+    deadline = time.monotonic() + WAIT_S
+    while not harness.runs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    code, took = harness.stop()
+    assert code == 0 and 0.9 < took < 5
+    pid = harness.runs()[0]["pid"]
+    assert isinstance(pid, int)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert "child killed command=enroll" in harness.log()
+
+
+def test_watchdog_is_petted_while_a_child_runs(harness: Harness) -> None:
+    """WATCHDOG=1 every WATCHDOG_USEC/2, also while waiting for a child."""
+    harness.start([{"sleep": 1.5, "exit": 0, "state": _provisioned(1)}],
+                  env={"WATCHDOG_USEC": "200000"})
+    harness.notify.status("enrolling", 5)
+    start = harness.notify.cursor
+    harness.notify.status("provisioned", 10)
+    during = harness.notify.messages[start:harness.notify.cursor]
+    assert during.count("WATCHDOG=1") >= 4
+    harness.notify.expect(lambda m: m == "WATCHDOG=1", 2)  # and when idle
+    assert harness.stop()[0] == 0
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_settings(harness: Harness) -> None:
+    """SIGHUP + broken config: still running, the problem in STATUS; fixing it clears it."""
+    config = harness.tmp / "config.toml"
+    config.write_text('[agent]\nbackoff_cap = "0.3s"\n')
+    harness.start([{"exit": 0, "state": _provisioned(1)}],
+                  env={"EDGE_PROVISION_CONFIG": str(config)})
+    harness.notify.status("provisioned: generation 1")
+    config.write_text("[agent\nbackoff_cap = \n")
+    harness.signal(signal.SIGHUP)
+    harness.notify.expect(lambda m: m.startswith("RELOADING=1"))
+    msg = harness.notify.expect(lambda m: m.startswith("READY=1"))
+    assert "config reload failed, keeping the previous settings: " in msg
+    assert f"{config}:1" in msg and "invalid TOML" in msg
+    assert harness.proc is not None and harness.proc.poll() is None
+    config.write_text('[agent]\nbackoff_cap = "1s"\n')
+    harness.signal(signal.SIGHUP)
+    msg = harness.notify.expect(lambda m: m.startswith("READY=1"))
+    assert msg.startswith("READY=1\nSTATUS=provisioned: generation 1") and "reload" not in msg
+    assert harness.stop()[0] == 0
+
+
+def test_idle_daemon_does_not_poll(harness: Harness) -> None:
+    """Provisioned with a far renewal and no watchdog: zero loop wake-ups while idle."""
+    store = Store(harness.state_dir)
+    with store.lock():
+        store.save_state(State(phase=Phase.PROVISIONED, current_generation=1,
+                               next_action="renew", next_action_at=_iso(timedelta(days=60))))
+    harness.start([{"exit": 3}])
+    time.sleep(3)
+    assert harness.log().count("wake signals=") == 0
+    assert harness.runs() == []
+    assert harness.stop()[0] == 0
+    assert harness.log().count("wake signals=") == 1  # the SIGTERM
