@@ -21,6 +21,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive as StarletteReceive
+from starlette.types import Scope as StarletteScope
+from starlette.types import Send as StarletteSend
 
 from edge_provision import __version__
 from edge_provision.errors import (
@@ -32,6 +35,7 @@ from edge_provision.errors import (
     Unauthorized,
 )
 from edge_provision.lab.service import LabService
+from edge_provision.metrics import CounterSet
 
 __all__ = ["MAX_STRING_CHARS", "create_app"]
 
@@ -78,7 +82,10 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def _require_json(request: Request) -> None:
     """415 unless the Content-Type is application/json (parameters such as charset allowed)."""
-    value = request.headers.get("content-type")
+    _check_content_type(request.headers.get("content-type"))
+
+
+def _check_content_type(value: str | None) -> None:
     if value is None:
         raise _ApiError(415, "missing Content-Type; send 'Content-Type: application/json'")
     if value.split(";", 1)[0].strip().lower() != _JSON:
@@ -101,6 +108,30 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise too_big
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class _Disconnected(Exception):
+    """The client went away before its request body arrived."""
+
+
+async def _receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """:func:`_read_body` on the raw ASGI ``receive`` channel."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _ApiError(413, f"request body larger than {limit} bytes; send a smaller body")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        assert isinstance(chunk, bytes)
+        size += len(chunk)
+        if size > limit:
+            raise _ApiError(413, f"request body larger than {limit} bytes; send a smaller body")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _parse_object(body: bytes, example: str) -> dict[str, object]:
@@ -282,47 +313,66 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+RawEndpoint = Callable[[Scope, Receive], Awaitable[tuple[int, bytes]]]
+"""A raw hot-path handler: the request in, (status, JSON body) out."""
 
 
 class _FastPath:
-    """ASGI middleware serving the hot device endpoints without FastAPI's per-request machinery.
+    """Serves the hot device endpoints before FastAPI's middleware stack.
 
-    ``GET /health``, ``POST /mapping`` and the two bootstrap fetches run the very
-    same endpoint functions that are registered (and documented) in FastAPI;
-    only routing, dependency solving and the exception middleware are skipped,
-    which more than doubles the request rate.
+    ``GET``/``HEAD /health`` and ``POST /mapping`` run as raw ASGI handlers
+    (headers read from the scope, no Request/Response objects); the two
+    bootstrap fetches run the very endpoint functions registered (and
+    documented) in FastAPI. Routing, dependency solving and the middleware
+    stack are skipped, which more than doubles the request rate. Errors are
+    answered as :class:`_InternalErrors` and the exception handlers would.
     """
 
     _BOOTSTRAP = "/things/bootstrap/"
     _SECURE = "secure/"
 
-    def __init__(self, app: ASGIApp, exact: dict[tuple[str, str], Endpoint],
+    def __init__(self, service: LabService, raw: dict[tuple[object, object], RawEndpoint],
                  bootstrap: Callable[[str, Request], Awaitable[Response]],
                  bootstrap_secure: Callable[[str, Request], Awaitable[Response]]) -> None:
-        self._app = app
-        self._exact = exact
+        self._service = service
+        self._raw = raw
         self._bootstrap = bootstrap
         self._bootstrap_secure = bootstrap_secure
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            method, path = scope["method"], scope["path"]
-            assert isinstance(path, str)
-            endpoint = self._exact.get((str(method), path))
-            if endpoint is None and method == "GET" and path.startswith(self._BOOTSTRAP):
-                endpoint = self._match_bootstrap(path[len(self._BOOTSTRAP):])
-            if endpoint is not None:
-                request = Request(scope, receive)
-                try:
-                    response = await endpoint(request)
-                except Exception as exc:
-                    known = _error_response(path, exc)
-                    if known is None:
-                        raise
-                    response = known
-                await response(scope, receive, send)
-                return
-        await self._app(scope, receive, send)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer the request if it is a hot endpoint; False (nothing sent) otherwise."""
+        method, path = scope["method"], scope["path"]
+        raw = self._raw.get((method, path))
+        endpoint = None
+        if raw is None:
+            if method != "GET" or not isinstance(path, str) or not path.startswith(
+                    self._BOOTSTRAP):  # fmt: skip
+                return False
+            endpoint = self._match_bootstrap(path[len(self._BOOTSTRAP):])
+            if endpoint is None:
+                return False
+        try:
+            if raw is not None:
+                status, body = await raw(scope, receive)
+                await send({"type": "http.response.start", "status": status, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]})
+                await send({"type": "http.response.body", "body": body})
+                return True
+            assert endpoint is not None
+            response = await endpoint(Request(scope, receive))
+        except _Disconnected:
+            return True
+        except Exception as exc:
+            known = _error_response(str(path), exc)
+            if known is None:
+                self._service.internal_errors += 1
+                logger.exception("internal error method=%s path=%s", method, path)
+                known = Response(_INTERNAL, status_code=500, media_type=_JSON)
+            response = known
+        await response(scope, receive, send)
+        return True
 
     def _match_bootstrap(self, rest: str) -> Endpoint | None:
         if rest.startswith(self._SECURE) and "/" not in rest[len(self._SECURE):]:
@@ -338,6 +388,65 @@ class _FastPath:
             return await fetch(external_id, request)
 
         return endpoint
+
+
+class _LabApp(FastAPI):
+    """FastAPI whose hot device endpoints are answered by :class:`_FastPath` first."""
+
+    fast_path: _FastPath | None = None
+
+    counters: CounterSet | None = None
+
+    async def __call__(self, scope: StarletteScope, receive: StarletteReceive,
+                       send: StarletteSend) -> None:
+        counters = self.counters
+        if counters is not None and scope["type"] == "http":
+            inner = send
+
+            async def counting_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    counters.inc("http_requests_total", status=str(message["status"]))
+                await inner(message)
+
+            send = counting_send
+        fast = self.fast_path
+        if fast is not None and scope["type"] == "http" and await fast(scope, receive, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _mapping_handler(service: LabService, limit: int) -> RawEndpoint:
+    """Raw ``POST /mapping``: the same checks, in the same order, as the FastAPI route."""
+
+    async def handle(scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        auth = content_type = length = None
+        headers = scope["headers"]
+        assert isinstance(headers, list)
+        for name, value in headers:  # first occurrence wins, as in Starlette
+            if name == b"authorization":
+                auth = value.decode("latin-1") if auth is None else auth
+            elif name == b"content-type":
+                content_type = value.decode("latin-1") if content_type is None else content_type
+            elif name == b"content-length":
+                length = value.decode("latin-1") if length is None else length
+        service.check_operator(auth, for_mapping=True)
+        _check_content_type(content_type)
+        obj = _parse_object(await _receive_body(receive, length, limit), _MAPPING_EXAMPLE)
+        return 201, await _provision(service, obj)
+
+    return handle
+
+
+async def _provision(service: LabService, obj: dict[str, object]) -> bytes:
+    """Validate a parsed /mapping body, provision, render the 201 body."""
+    external_id = _required(obj, "external_id")
+    external_key = _required(obj, "external_key")
+    name = _string(obj, "name", required=False)
+    if service.can_provision_async:
+        body = await service.provision_async(external_id, external_key, name)
+    else:
+        body = await run_in_threadpool(service.provision, external_id, external_key, name)
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _fail(status: int, message: str) -> NoReturn:
@@ -364,7 +473,7 @@ def create_app(service: LabService) -> FastAPI:
         yield
         service.close()
 
-    app = FastAPI(
+    app = _LabApp(
         title="edge-provision lab server",
         version=__version__,
         description="Mainflux-compatible provision, bootstrap and certificate endpoints.",
@@ -389,11 +498,7 @@ def create_app(service: LabService) -> FastAPI:
         service.check_operator(_header(request), for_mapping=True)
         _require_json(request)
         obj = _parse_object(await _read_body(request, limit), _MAPPING_EXAMPLE)
-        external_id = _required(obj, "external_id")
-        external_key = _required(obj, "external_key")
-        name = _string(obj, "name", required=False)
-        body = await run_in_threadpool(service.provision, external_id, external_key, name)
-        return _json(201, body)
+        return Response(await _provision(service, obj), status_code=201, media_type=_JSON)
 
     @app.get("/mapping", tags=["provision"])
     async def get_mapping(request: Request) -> Response:
@@ -438,6 +543,11 @@ def create_app(service: LabService) -> FastAPI:
         body = await run_in_threadpool(service.sign_csr, thing_id, header, csr, ttl_s)
         return _json(201, body)
 
+    @app.get("/metrics", tags=["service"])
+    async def metrics() -> Response:
+        text = await run_in_threadpool(service.metrics_text)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
     @app.get("/certs/ca", tags=["certs"])
     async def ca_cert() -> Response:
         """The lab CA certificate (PEM, no authentication)."""
@@ -476,11 +586,16 @@ def create_app(service: LabService) -> FastAPI:
     ):
         app.add_api_route(path, listing(fetch), methods=["GET"], tags=["operator"],
                           summary=f"List {what} (offset, limit <= 100; operator token)")
-    app.add_middleware(
-        _FastPath,
-        exact={("GET", "/health"): health, ("HEAD", "/health"): health,
-               ("POST", "/mapping"): post_mapping},
+    async def raw_health(scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        return 200, service.health_body
+
+    mapping = _mapping_handler(service, limit)
+    app.fast_path = _FastPath(
+        service,
+        raw={("GET", "/health"): raw_health, ("HEAD", "/health"): raw_health,
+             ("POST", "/mapping"): mapping},
         bootstrap=bootstrap, bootstrap_secure=bootstrap_secure,
     )  # fmt: skip
+    app.counters = service.counters
     app.add_middleware(_InternalErrors, service=service)
     return app

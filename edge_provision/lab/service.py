@@ -43,6 +43,7 @@ from edge_provision.lab.models import (
     ThingRecord,
 )
 from edge_provision.layout import Layout, PlannedCertificate, plan
+from edge_provision.metrics import CounterSet, Metric, lab_metrics, render
 from edge_provision.pki import IssuedCert, LocalCA
 
 __all__ = ["OWNER", "LabService", "ServiceInfo", "rfc3339"]
@@ -124,6 +125,8 @@ class LabService:
         self.max_body_bytes = max_body_bytes
         self.internal_errors = 0
         """Requests that ended in a 500 (the app counts them; tests expect 0)."""
+        self.counters = CounterSet()
+        """What ``/metrics`` reports: mappings, bootstrap fetches, certificates, HTTP statuses."""
         self._content = layout.bootstrap.content or {}
         self._listeners: list[Callable[[str], None]] = []
         nowait = getattr(backend, "provision_nowait", None)
@@ -207,13 +210,9 @@ class LabService:
         try:
             record = self._backend.provision(run, owner=OWNER, issue_certs=issuer)
         except AlreadyProvisioned:
-            raise AlreadyProvisioned(
-                f"external_id {external_id!r} is already provisioned with a different "
-                "external_key; send the original key (the request is idempotent), or "
-                "fetch the configuration with GET /things/bootstrap/<external_id>"
-            ) from None
+            raise _already_provisioned(external_id) from None
         if record.created:
-            self._changed("mapping")
+            self._created(record, external_id)
         return self._mapping_body(record)
 
     @property
@@ -236,16 +235,18 @@ class LabService:
         try:
             record = await submit(run, owner=OWNER)
         except AlreadyProvisioned:
-            raise AlreadyProvisioned(
-                f"external_id {external_id!r} is already provisioned with a different "
-                "external_key; send the original key (the request is idempotent), or "
-                "fetch the configuration with GET /things/bootstrap/<external_id>"
-            ) from None
+            raise _already_provisioned(external_id) from None
         if record.created:
-            logger.info("mapping created external_id=%s things=%s channels=%s",
-                        external_id, len(record.things), len(record.channels))
-            self._changed("mapping")
+            self._created(record, external_id)
         return self._mapping_body(record)
+
+    def _created(self, record: MappingRecord, external_id: str) -> None:
+        logger.info("mapping created external_id=%s things=%s channels=%s",
+                    external_id, len(record.things), len(record.channels))  # fmt: skip
+        self.counters.inc("mappings_total")
+        if record.client_certs:
+            self.counters.inc("certificates_issued_total", len(record.client_certs))
+        self._changed("mapping")
 
     def _issue_certs(
         self, things: Sequence[ThingRecord], planned: Sequence[PlannedCertificate]
@@ -288,7 +289,10 @@ class LabService:
         if external_key is None:
             raise Unauthorized(f"missing or unreadable external key; {_THING_HINT}")
         record = self._backend.bootstrap(external_id, external_key)
-        return None if record is None else self._bootstrap_body(record)
+        if record is None:
+            return None
+        self.counters.inc("bootstrap_fetches_total")
+        return self._bootstrap_body(record)
 
     def bootstrap_secure(self, external_id: str, header: str | None) -> bytes | None:
         """Encrypted device bootstrap: ``iv || AES-CFB(key, json)``, or None."""
@@ -313,6 +317,7 @@ class LabService:
         record = self._backend.bootstrap(external_id, external_key)
         if record is None:
             return None
+        self.counters.inc("bootstrap_fetches_total")
         plain = json.dumps(self._bootstrap_body(record), separators=(",", ":")).encode()
         return bscrypto.encrypt(self._encrypt_key, plain)
 
@@ -353,6 +358,7 @@ class LabService:
         ttl = self._max_ttl_s if ttl_s is None else min(ttl_s, self._max_ttl_s)
         issued = self._ca.sign_csr(csr_pem, common_name=thing_id, ttl_s=ttl)
         self._backend.record_certificate(thing_id, issued)
+        self.counters.inc("certificates_issued_total")
         logger.info("certificate issued thing_id=%s serial=%s ttl_s=%d", thing_id,
                     issued.serial, ttl)
         return {
@@ -362,6 +368,15 @@ class LabService:
             "expiration": rfc3339(issued.not_after),
             "ca_cert": issued.ca_pem,
         }
+
+    def metrics_text(self) -> str:
+        """Prometheus exposition of the counters plus the platform's entity counts."""
+        gauges = [
+            Metric(f"edge_provision_lab_{name}", f"{name.replace('_', ' ')} on the platform",
+                   "gauge", [({}, float(count))])
+            for name, count in sorted(self._backend.counts().items())
+        ]  # fmt: skip
+        return render([*lab_metrics(self.counters), *gauges])
 
     def revoke(self, thing_id: str) -> dict[str, object]:
         """Revoke every certificate of ``thing_id``."""
@@ -413,6 +428,14 @@ class LabService:
         """A page of issued certificates (metadata only, no PEM)."""
         page = self._backend.list_certificates(offset, limit)
         return _page_body(page, "certs", [_cert_json(c) for c in page.items])
+
+
+def _already_provisioned(external_id: str) -> AlreadyProvisioned:
+    return AlreadyProvisioned(
+        f"external_id {external_id!r} is already provisioned with a different "
+        "external_key; send the original key (the request is idempotent), or "
+        "fetch the configuration with GET /things/bootstrap/<external_id>"
+    )
 
 
 def _page_body(page: Page[T], name: str, items: list[object]) -> dict[str, object]:

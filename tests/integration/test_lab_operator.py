@@ -201,3 +201,37 @@ def _drive(proc: subprocess.Popen[str], state: Path, sig: signal.Signals
         output.append(lines.get())
     assert proc.stderr is not None
     return output, proc.stderr.read()
+
+
+def test_metrics_count_mappings_fetches_certificates_and_statuses(
+    lab: RunningLabServer, auth: dict[str, str]
+) -> None:
+    """/metrics reports what happened: mappings, bootstrap fetches, CSRs, HTTP statuses."""
+    body = {"external_id": "metrics-gw", "external_key": "metrics-key"}
+    created = requests.post(f"{lab.url}/mapping", json=body, headers=auth, timeout=10)
+    assert created.status_code == 201
+    thing = created.json()["things"][0]
+    assert requests.post(f"{lab.url}/mapping", json=body, headers=auth,
+                         timeout=10).status_code == 201  # a repeat is not a new mapping
+    fetched = requests.get(f"{lab.url}/things/bootstrap/metrics-gw",
+                           headers={"Authorization": "Thing metrics-key"}, timeout=10)
+    assert fetched.status_code == 200
+    key = pki.generate_key()
+    signed = requests.post(f"{lab.url}/certs/csr", timeout=10,
+                           headers={"Authorization": f"Thing {thing['key']}"},
+                           json={"thing_id": thing["id"],
+                                 "csr": pki.make_csr(key, thing["id"])})
+    assert signed.status_code == 201
+    assert requests.get(f"{lab.url}/things/bootstrap/metrics-gw", timeout=10,
+                        headers={"Authorization": "Thing wrong"}).status_code == 404
+    text = requests.get(f"{lab.url}/metrics", timeout=10).text
+    values = dict(re.findall(r"^(edge_provision_lab_\S+) (\S+)$", text, re.M))
+    # the fixture provisioned five gateways before this test
+    assert values["edge_provision_lab_mappings_total"] == "6"
+    assert values["edge_provision_lab_bootstrap_fetches_total"] == "1"
+    assert values["edge_provision_lab_certificates_issued_total"] == "1"
+    assert values["edge_provision_lab_things"] == "6"
+    assert values["edge_provision_lab_certificates"] == "1"
+    assert values['edge_provision_lab_http_requests_total{status="201"}'] == "8"
+    assert values['edge_provision_lab_http_requests_total{status="404"}'] == "1"
+    assert "# TYPE edge_provision_lab_mappings_total counter" in text

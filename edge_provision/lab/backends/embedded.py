@@ -80,6 +80,7 @@ class _Job:
     run: Callable[[sqlite3.Connection], object]
     future: Future[Any] | asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop | None = None  # set for asyncio futures
+    prepared: _sql.Prepared | None = None  # a new mapping: may be bulk-inserted
 
 
 def _settle(jobs: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
@@ -215,12 +216,13 @@ class EmbeddedBackend:
                 conn.execute("ROLLBACK")
             raise _sql.store_error(self._path, exc, action) from exc
 
-    def _submit(self, run: Callable[[sqlite3.Connection], T], action: str) -> T:
+    def _submit(self, run: Callable[[sqlite3.Connection], T], action: str,
+                prepared: _sql.Prepared | None = None) -> T:
         future: Future[T] = Future()
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self._path}: the lab backend is closed")
-            self._queue.put(_Job(run, future))
+            self._queue.put(_Job(run, future, None, prepared))
         try:
             return future.result(timeout=self._write_timeout_s)
         except FutureTimeout:
@@ -257,7 +259,18 @@ class EmbeddedBackend:
         committed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
+            rest = batch
+            if any(job.prepared is not None for job in batch):
+                try:
+                    bulk_done, rest = self._bulk_mappings(conn, batch)
+                except sqlite3.Error as exc:  # run every job on its own below
+                    logger.warning("embedded bulk insert failed path=%s size=%s error=%s",
+                                   self._path, len(batch), exc)
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                    bulk_done, rest = [], batch
+                outcomes += bulk_done
+            for job in rest:
                 conn.execute("SAVEPOINT job")
                 try:
                     result = job.run(conn)
@@ -312,6 +325,29 @@ class EmbeddedBackend:
             with suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
                 loop.call_soon_threadsafe(_settle, settled)
 
+    @staticmethod
+    def _bulk_mappings(
+        conn: sqlite3.Connection, batch: list[_Job]
+    ) -> tuple[list[tuple[_Job, object, BaseException | None]], list[_Job]]:
+        """Insert the batch's new mappings together; (their outcomes, the jobs left to run).
+
+        Left: other writes, repeats of stored external_ids and the second and later
+        requests for one external_id in this batch (they then find the first one).
+        """
+        candidates = [job.prepared.external_id for job in batch if job.prepared is not None]
+        existing = _sql.existing_mappings(conn, candidates)
+        new: list[tuple[_Job, _sql.Prepared]] = []
+        rest: list[_Job] = []
+        for job in batch:
+            p = job.prepared
+            if p is None or p.external_id in existing:
+                rest.append(job)
+            else:
+                existing.add(p.external_id)
+                new.append((job, p))
+        _sql.insert_mappings(conn, [p for _, p in new])
+        return [(job, p.record, None) for job, p in new], rest
+
     def close(self) -> None:
         """Stop the writer (after it finished the queued work) and close every connection."""
         with self._lock:
@@ -352,7 +388,8 @@ class EmbeddedBackend:
         if existing is not None:
             return existing
         prepared = _sql.prepare(plan, owner, issue_certs)
-        record = self._submit(lambda c: self._write_mapping(c, prepared), "provisioning")
+        record = self._submit(lambda c: self._write_mapping(c, prepared), "provisioning",
+                              prepared)
         if record.created:
             logger.info("mapping created external_id=%s things=%s channels=%s",
                         plan.external_id, len(record.things), len(record.channels))
@@ -382,7 +419,8 @@ class EmbeddedBackend:
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self._path}: the lab backend is closed")
-            self._queue.put(_Job(lambda c: self._write_mapping(c, prepared), future, loop))
+            self._queue.put(
+                _Job(lambda c: self._write_mapping(c, prepared), future, loop, prepared))
         return future
 
     @staticmethod
