@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Enrollment wall time: ``edge-provision enroll`` against the lab server on loopback.
+
+Starts the real lab server (subprocess, temporary state directory; with
+``--mqtt`` also its mosquitto, so that enrollment includes the MQTT check), then
+runs ``python -m edge_provision --state-dir <fresh dir> enroll`` ``--runs`` times,
+each with its own external_id, and reports min/median/max wall time. The start-up
+cost of the interpreter and the CLI (``enroll --help``) is measured the same way,
+so that the enrollment's own share can be read off. Bounded; 127.0.0.1 only.
+
+    .venv/bin/python bench/agent_enroll.py --runs 10 [--mqtt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _start_lab(state: Path, mqtt: bool) -> tuple[subprocess.Popen[str], str, str | None]:
+    cmd = [sys.executable, "-m", "edge_provision", "--state-dir", str(state), "serve",
+           "--port", "0"]
+    if mqtt:
+        cmd += ["--mqtt", "--mqtt-port", "0"]
+    env = dict(os.environ, PATH=os.environ.get("PATH", "") + ":/usr/sbin")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env)
+    url = broker = None
+    deadline = time.monotonic() + 30
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        m = re.match(r"listening on (http://\S+)", line)
+        url = m.group(1) if m else url
+        b = re.match(r"mqtt broker: (tcp://\S+)", line)
+        broker = b.group(1) if b else broker
+        if line.startswith("press Ctrl-C"):
+            break
+    if url is None:
+        proc.kill()
+        raise SystemExit("the lab server did not start within 30 s")
+    return proc, url, broker
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    elapsed = time.perf_counter() - started
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr}")
+    return elapsed
+
+
+def _row(name: str, values: list[float]) -> str:
+    return (f"| {name} | {len(values)} | {min(values) * 1000:.0f} ms | "
+            f"{statistics.median(values) * 1000:.0f} ms | {max(values) * 1000:.0f} ms |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--mqtt", action="store_true",
+                        help="run the lab broker too, so enrollment verifies over MQTT")
+    args = parser.parse_args()
+    if args.mqtt and not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        raise SystemExit("--mqtt needs mosquitto (apt-get install mosquitto)")
+    with tempfile.TemporaryDirectory(prefix="ep-enroll-") as tmp:
+        root = Path(tmp)
+        lab, url, broker = _start_lab(root / "lab", args.mqtt)
+        try:
+            base = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_PROVISION_")}
+            base.update({"EDGE_PROVISION_PROVISION_URL": url,
+                         "EDGE_PROVISION_TOKEN_FILE": str(root / "lab" / "api-token")})
+            if broker:
+                base.update({"EDGE_PROVISION_MQTT_URL": broker,
+                             "EDGE_PROVISION_MQTT_VERIFY": "always"})
+            startup = [_timed([sys.executable, "-m", "edge_provision", "enroll", "--help"], base)
+                       for _ in range(args.runs)]
+            enrolls, repeats = [], []
+            for i in range(args.runs):
+                env = dict(base, EDGE_PROVISION_EXTERNAL_ID=f"bench-enroll-{os.getpid()}-{i}")
+                cmd = [sys.executable, "-m", "edge_provision", "--state-dir",
+                       str(root / f"agent-{i}"), "enroll"]
+                enrolls.append(_timed(cmd, env))
+                repeats.append(_timed(cmd, env))
+        finally:
+            lab.terminate()
+            lab.wait(15)
+    print(f"lab server {url}; MQTT check: {'yes, ' + broker if broker else 'no'}")
+    print()
+    print("| what | runs | min | median | max |")
+    print("|---|---:|---:|---:|---:|")
+    print(_row("interpreter + CLI start-up (`enroll --help`)", startup))
+    print(_row("first enrollment (fresh state dir)", enrolls))
+    print(_row("repeat enrollment (no-op)", repeats))
+    own = statistics.median(enrolls) - statistics.median(startup)
+    print()
+    print(f"median enrollment minus median start-up: {own * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
