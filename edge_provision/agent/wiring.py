@@ -96,8 +96,13 @@ def run_enroll(
     progress: Callable[[StepEvent], None] | None = None,
 ) -> EnrollResult:
     """Build everything from ``settings`` and run one enrollment."""
+    from edge_provision.agent.renew import write_metrics
+
     store = build_store(settings)
     verifier = build_verifier(settings)
-    with build_clients(settings) as clients:
-        return enroll(settings, store, clients, verifier=verifier, force=force,
-                      progress=progress)  # fmt: skip
+    try:
+        with build_clients(settings) as clients:
+            return enroll(settings, store, clients, verifier=verifier, force=force,
+                          progress=progress)  # fmt: skip
+    finally:
+        write_metrics(settings, store)  # the textfile follows every run, failed or not

@@ -163,3 +163,19 @@ def test_server_down_exits_75(tmp_path: Path) -> None:
     status = json.loads(cli(tmp_path, "status", "--json").stdout)
     assert status["last_error"]["kind"] == "ServiceUnavailable"
     assert status["next_action"] == "enroll"
+
+
+def test_enroll_writes_the_prometheus_textfile(tmp_path: Path, lab: RunningLabServer,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """With agent.metrics_textfile set, enroll leaves certificate expiry and generation there."""
+    textfile = tmp_path / "metrics" / "edge_provision.prom"
+    textfile.parent.mkdir()
+    monkeypatch.setenv("EDGE_PROVISION_METRICS_TEXTFILE", str(textfile))
+    done = cli(tmp_path, "enroll", url=lab.url)
+    assert done.returncode == 0, done.stderr
+    text = textfile.read_text(encoding="utf-8")
+    assert "# TYPE edge_provision_certificate_expiry_timestamp_seconds gauge" in text
+    assert "edge_provision_current_generation 1" in text
+    assert_clean(done, secrets_of(tmp_path, lab))
+    for secret in secrets_of(tmp_path, lab):
+        assert secret not in text
