@@ -7,7 +7,6 @@ also on failure: ``{"ok": false, "error": {"kind", "message", "problems"}}``.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
@@ -17,6 +16,9 @@ from typing import Any
 import click
 
 from edge_provision import __version__, _fs
+from edge_provision._cli import agent as _agent_commands
+from edge_provision._cli import renew as _renew_commands
+from edge_provision._cli import run as _run_commands
 from edge_provision._cli.common import CliContext, emit_json, error_doc, json_option
 from edge_provision._logging import register_secret, setup_logging
 from edge_provision.errors import (
@@ -289,12 +291,8 @@ def serve(obj: CliContext, /, **options: object) -> None:
 
 # Each module adds its commands: _cli.agent (enroll, status, reset), _cli.run (run),
 # _cli.renew (renew).
-for _name in ("agent", "run", "renew"):
-    try:
-        importlib.import_module(f"edge_provision._cli.{_name}").register(cli)
-    except ModuleNotFoundError as _exc:  # pragma: no cover - only while a module is being written
-        if _exc.name != f"edge_provision._cli.{_name}":
-            raise
+for _commands in (_agent_commands, _run_commands, _renew_commands):
+    _commands.register(cli)
 
 
 # --------------------------------------------------------------------------- entry point
