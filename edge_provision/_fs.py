@@ -11,7 +11,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Union
@@ -75,7 +74,7 @@ def atomic_write(path: StrPath, data: bytes | str, mode: int = SECRET_MODE) -> N
     target = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
@@ -98,7 +97,7 @@ def atomic_write(path: StrPath, data: bytes | str, mode: int = SECRET_MODE) -> N
 def atomic_symlink(link: StrPath, target: str) -> None:
     """Point symlink ``link`` at ``target`` with one atomic rename."""
     link_path = Path(link)
-    tmp = link_path.with_name(f".{link_path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = link_path.with_name(f".{link_path.name}.{os.urandom(4).hex()}.tmp")
     try:
         os.symlink(target, tmp)
         os.replace(tmp, link_path)

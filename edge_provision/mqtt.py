@@ -250,6 +250,10 @@ class _Session:
                     self.client.loop(timeout=0.02)
         except (OSError, ssl.SSLError):  # pragma: no cover - best effort
             pass
+        # Break the client <-> session cycle: the client is then freed (and its internal
+        # socket pair closed by its __del__) at once instead of by a later gc pass.
+        c = self.client
+        c.on_connect = c.on_disconnect = c.on_publish = c.on_subscribe = c.on_log = None
 
 
 def verify_credentials(
@@ -431,6 +435,14 @@ class ControlListener:
             return
         client.disconnect()
         client.loop_stop()
+
+    def reply(self, command: ControlCommand, text: str) -> bool:
+        """Publish a reply to ``command`` (QoS 1, not awaited); False when not connected."""
+        client = self._client
+        if client is None:
+            return False
+        body = render_reply(command.request_id, command.name, text)
+        return int(client.publish(self.reply_topic, body, qos=1).rc) == 0
 
     @property
     def subscribed(self) -> bool:

@@ -21,7 +21,8 @@ def run(obj: CliContext) -> None:
     retried forever with backoff; errors a human must fix are retried slowly and shown
     in systemd's status line. Signals: SIGHUP reloads the settings, SIGUSR1 checks now,
     SIGTERM/SIGINT stop. Talks sd_notify (READY, STATUS, WATCHDOG, STOPPING) when run
-    by systemd.
+    by systemd. With mqtt.control_listener on, the commands renew, reprovision and
+    status on the control channel are obeyed and answered (docs/daemon.md).
 
     \b
     Example:

@@ -18,13 +18,20 @@ gets SIGTERM, then SIGKILL after ``stop_grace_s``), SIGCHLD wakes the loop when 
 exits. ``sd_notify``: READY=1 once the settings are loaded and the state directory is
 usable, STATUS= whenever the status line changes, WATCHDOG=1 at half of
 ``$WATCHDOG_USEC`` (also while a child runs), STOPPING=1 on the way out.
+
+Control channel (``mqtt.control_listener``, off by default): only then is
+:mod:`edge_provision.agent.control` imported (and with it ``edge_provision.mqtt``, ssl and
+paho). Its listener thread queues each command and writes a ``\0`` byte into the same
+self-pipe; the loop answers ``status`` at once and turns ``renew`` / ``reprovision`` into a
+``renew --force`` / ``enroll --force`` child (``busy`` while another child runs), replying
+``accepted: ...`` and, when the child exits, ``done: ...`` or ``failed: ...``. The listener
+is restarted for every new generation (its credentials change) and stopped on SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -32,14 +39,19 @@ import random
 import select
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
 from edge_provision import _fs
+from edge_provision.agent._children import (
+    CHILD_ENV_DROP,
+    Child,
+    Clock,
+    SystemClock,
+    capture_fd,
+    command_prefix,
+)
 from edge_provision.agent.backoff import Backoff, UniformSource
 from edge_provision.agent.schedule import (
     ChildResult,
@@ -47,6 +59,7 @@ from edge_provision.agent.schedule import (
     Event,
     EventKind,
     Machine,
+    Outcome,
     Policy,
     Snapshot,
     decide,
@@ -56,124 +69,74 @@ from edge_provision.errors import EdgeProvisionError, StoreError
 from edge_provision.settings import AgentSettings
 from edge_provision.store import Store
 
-__all__ = ["CHILD_ENV_DROP", "Clock", "Daemon", "SystemClock", "command_prefix", "policy_of"]
+__all__ = [
+    "CHILD_ENV_DROP",
+    "Clock",
+    "ControlChannel",
+    "ControlRequest",
+    "Daemon",
+    "SystemClock",
+    "command_prefix",
+    "policy_of",
+]
 
 logger = logging.getLogger(__name__)
 
-CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 WALL_RECHECK_S = 3600.0  # wall-clock timers are re-read at least this often
-_MAX_STDOUT_BYTES = 65536
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
 
 
-class Clock(Protocol):
-    """Time, injected: ``monotonic()`` for timers, ``now()`` (aware UTC) for schedules."""
+class ControlRequest(Protocol):
+    """One control-channel command, answered from the loop (see agent.control.Request)."""
 
-    def monotonic(self) -> float:
-        """Seconds on a clock that never jumps."""
+    @property
+    def name(self) -> str:
+        """``renew``, ``reprovision`` or ``status``."""
         ...
 
-    def now(self) -> datetime:
-        """The wall-clock time, timezone-aware UTC."""
+    @property
+    def request_id(self) -> str:
+        """The sender's request id."""
+        ...
+
+    def answer(self, text: str) -> None:
+        """Publish a reply; never raises."""
         ...
 
 
-class SystemClock:
-    """The real clocks."""
+class ControlChannel(Protocol):
+    """The control listener as the loop drives it (see agent.control.ControlBridge)."""
 
-    def monotonic(self) -> float:
-        """:func:`time.monotonic`."""
-        return time.monotonic()
+    @property
+    def generation(self) -> int | None:
+        """The generation the listener serves (None: stopped)."""
+        ...
 
-    def now(self) -> datetime:
-        """:func:`datetime.now` in UTC."""
-        return datetime.now(timezone.utc)
+    def restart(self, settings: AgentSettings, generation: int | None) -> None:
+        """Stop, then listen with ``generation``'s credentials (None: stay stopped)."""
+        ...
+
+    def take(self) -> Sequence[ControlRequest]:
+        """The commands received since the last call."""
+        ...
+
+    def stop(self) -> None:
+        """Stop for good (no more wake-ups)."""
+        ...
+
+
+def _default_control(wake_fd: int) -> ControlChannel:
+    """The MQTT control bridge; imported only now, when the listener is switched on."""
+    from edge_provision.agent.control import ControlBridge
+
+    return ControlBridge(wake_fd)
 
 
 def policy_of(settings: AgentSettings) -> Policy:
     """The schedule parameters of ``settings``."""
     return Policy(Backoff(settings.backoff_initial_s, settings.backoff_cap_s),
                   settings.permanent_retry_s, settings.min_rerun_s)
-
-
-def command_prefix(
-    *, config: Path | None = None, state_dir: Path | None = None, log_level: str | None = None,
-    python: str | None = None,
-) -> list[str]:
-    """``python -m edge_provision [--config C] [--state-dir D] [--log-level L]``.
-
-    The argv before ``<command> --json``. Only the global options given to ``run`` are
-    repeated; everything else reaches the child through the same environment and file.
-    """
-    argv = [python or sys.executable, "-m", "edge_provision"]
-    if config is not None:
-        argv += ["--config", str(config)]
-    if state_dir is not None:
-        argv += ["--state-dir", str(state_dir)]
-    if log_level is not None:
-        argv += ["--log-level", log_level]
-    return argv
-
-
-class _Child:
-    """A running child command: its process, start time and captured stdout."""
-
-    def __init__(self, command: str, proc: subprocess.Popen[bytes], stdout_fd: int,
-                 started: float) -> None:
-        self.command = command
-        self.proc = proc
-        self.stdout_fd = stdout_fd
-        self.started = started
-        self.kill_at: float | None = None  # SIGKILL when the monotonic clock passes this
-        self.timed_out_s: float | None = None
-
-    def result(self, returncode: int) -> ChildResult:
-        """Parse the ``--json`` document (bounded read) and close the capture file."""
-        try:
-            os.lseek(self.stdout_fd, 0, os.SEEK_SET)
-            raw = os.read(self.stdout_fd, _MAX_STDOUT_BYTES)
-        finally:
-            self.close()
-        kind, message, has_doc = _error_of(raw)
-        return ChildResult(self.command, returncode, kind, message, has_doc, self.timed_out_s)
-
-    def close(self) -> None:
-        """Release the stdout capture (idempotent)."""
-        if self.stdout_fd >= 0:
-            os.close(self.stdout_fd)
-            self.stdout_fd = -1
-
-
-def _capture_fd() -> int:
-    """An anonymous file for a child's stdout: memfd (no import of tempfile), else a temp file.
-
-    A file, not a pipe: the child never blocks on a full pipe while the loop sleeps.
-    """
-    try:
-        return os.memfd_create("edge-provision-child-stdout", os.MFD_CLOEXEC)
-    except (AttributeError, OSError):  # not Linux, or an old kernel
-        import tempfile
-
-        fd, path = tempfile.mkstemp(prefix="edge-provision-child-")
-        os.unlink(path)
-        return fd
-
-
-def _error_of(raw: bytes) -> tuple[str | None, str | None, bool]:
-    """(kind, message, is an error document) from a child's stdout; never logged."""
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None, None, False
-    if not isinstance(doc, dict) or doc.get("ok") is not False:
-        return None, None, False
-    error = doc.get("error")
-    if not isinstance(error, dict):
-        return None, None, True
-    kind, message = error.get("kind"), error.get("message")
-    return (kind if isinstance(kind, str) else None,
-            message if isinstance(message, str) else None, True)
 
 
 class Daemon:
@@ -195,6 +158,7 @@ class Daemon:
         env: Mapping[str, str] | None = None,
         child_timeout_s: float = 900.0,
         stop_grace_s: float = 10.0,
+        control_factory: Callable[[int], ControlChannel] | None = None,
     ) -> None:
         self.settings = settings
         self._reload_settings = reload_settings
@@ -208,11 +172,16 @@ class Daemon:
         self.child_timeout_s = child_timeout_s
         self.stop_grace_s = stop_grace_s
         self.machine = Machine()
-        self._child: _Child | None = None
+        self._child: Child | None = None
         self._deadline: float | None = None  # monotonic time of the next DUE event
         self._next_ping: float | None = None
         self._sent_status: str | None = None
         self._rfd = -1
+        self._wfd = -1
+        self._control_factory = control_factory or _default_control
+        self._control: ControlChannel | None = None
+        self._waiting: list[ControlRequest] = []  # control commands the running child answers
+        self._last_snap = Snapshot()
 
     # -- entry ------------------------------------------------------------------------------
 
@@ -221,6 +190,7 @@ class Daemon:
         self._check_state_dir(self.settings.state_dir)
         with self._signals():
             self._apply(self._decide(EventKind.START), ready=True)
+            self._sync_control()
             while True:
                 signals = self._wait()
                 if any(s in signals for s in _STOP_SIGNALS):
@@ -233,6 +203,12 @@ class Daemon:
             self._reload()
         if self._child is not None:
             self._check_child(user_check=signal.SIGUSR1 in signals)
+            if self._control is not None:
+                self._serve_requests()
+            return
+        if self._control is not None and self._serve_requests():  # a command started a child
+            if signal.SIGUSR1 in signals:
+                logger.info("check requested while a commanded child runs; ignored")
         elif signal.SIGUSR1 in signals:
             logger.info("check requested signal=SIGUSR1")
             self._apply(self._decide(EventKind.CHECK_NOW))
@@ -278,19 +254,20 @@ class Daemon:
             os.set_inheritable(fd, False)
         previous = {s: signal.signal(s, _ignore) for s in _HANDLED}
         old_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        self._rfd = rfd
+        self._rfd, self._wfd = rfd, wfd
         if self._watchdog_s:
             self._next_ping = self.clock.monotonic()
         try:
             yield
         finally:
+            self._stop_control()  # before the pipe it writes into is closed
             signal.set_wakeup_fd(old_fd)
             for sig, handler in previous.items():
                 if handler is not None:  # None: a handler not installed from Python
                     signal.signal(sig, handler)
             os.close(rfd)
             os.close(wfd)
-            self._rfd = -1
+            self._rfd = self._wfd = -1
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -314,7 +291,7 @@ class Daemon:
             return
         self._deadline = None
         if decision.run is not None:
-            self._spawn(decision.run)
+            self._spawn(decision.run, decision.args)
             return
         delay = decision.delay_s
         if decision.wall_clock:
@@ -325,16 +302,18 @@ class Daemon:
     def _snapshot(self) -> Snapshot:
         """``state.json`` as the children left it; unreadable counts as empty (enroll)."""
         try:
-            return Snapshot.from_state(Store(self.settings.state_dir).load_state())
+            snap = Snapshot.from_state(Store(self.settings.state_dir).load_state())
         except EdgeProvisionError as exc:  # the child will report it properly
             logger.warning("state unreadable state_dir=%s error=%s", self.settings.state_dir, exc)
-            return Snapshot()
+            snap = Snapshot()
+        self._last_snap = snap
+        return snap
 
     # -- children ---------------------------------------------------------------------------
 
-    def _spawn(self, command: str) -> None:
-        argv = [*self._prefix, command, "--json"]
-        stdout_fd = _capture_fd()
+    def _spawn(self, command: str, args: Sequence[str] = ()) -> None:
+        argv = [*self._prefix, command, *args, "--json"]
+        stdout_fd = capture_fd()
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout_fd,
                                     env=self._child_env, close_fds=True)
@@ -344,8 +323,9 @@ class Daemon:
             result = ChildResult(command, 127, "OSError", f"cannot start {command}: {exc}")
             self._apply(self._decide(EventKind.CHILD_EXITED, child=result))
             return
-        logger.info("child started command=%s pid=%s", command, proc.pid)
-        self._child = _Child(command, proc, stdout_fd, self.clock.monotonic())
+        logger.info("child started command=%s args=%s pid=%s", command, " ".join(args) or "-",
+                    proc.pid)
+        self._child = Child(command, proc, stdout_fd, self.clock.monotonic())
 
     def _check_child(self, *, user_check: bool) -> None:
         child = self._child
@@ -370,6 +350,10 @@ class Daemon:
         logger.info("child exited command=%s code=%s outcome=%s kind=%s", child.command, code,
                     result.outcome.value, result.error_kind or "-")
         self._apply(self._decide(EventKind.CHILD_EXITED, child=result))
+        ok = result.outcome is Outcome.OK and self._last_snap.current_generation is not None
+        self._answer_waiting(f"done: {self.machine.status}" if ok
+                             else f"failed: {result.description}")
+        self._sync_control()
 
     # -- reload and stop --------------------------------------------------------------------
 
@@ -392,12 +376,73 @@ class Daemon:
             decision = Decision(dataclasses.replace(self.machine, note=decision.machine.note),
                                 keep_timer=True)
         self._apply(decision, ready=True)
+        if decision.machine.note is None:  # reloaded: broker, mqtt settings may have changed
+            self._sync_control(restart=True)
+
+    # -- control channel --------------------------------------------------------------------
+
+    def _sync_control(self, *, restart: bool = False) -> None:
+        """Listener on for the current generation when configured, else off (never imported)."""
+        if not self.settings.control_listener:
+            if self._control is not None and self._control.generation is not None:
+                self._control.restart(self.settings, None)
+            return
+        generation = self._last_snap.current_generation
+        if self._control is None:
+            self._control = self._control_factory(self._wfd)
+        if restart or self._control.generation != generation:
+            logger.info("control listener (re)start generation=%s", generation)
+            self._control.restart(self.settings, generation)
+
+    def _serve_requests(self) -> bool:
+        """Answer the queued commands; True if one of them started a child."""
+        assert self._control is not None
+        idle = self._child is None
+        for request in self._control.take():
+            self._serve(request)
+        return idle and self._child is not None
+
+    def _serve(self, request: ControlRequest) -> None:
+        name = request.name
+        logger.info("control command name=%s request_id=%s", name, request.request_id)
+        if name == "status":
+            request.answer(self.machine.status)
+            return
+        kinds = {"renew": EventKind.RENEW_NOW, "reprovision": EventKind.REPROVISION_NOW}
+        kind = kinds.get(name)
+        if kind is None:
+            request.answer(f"error: unknown command {name!r}; use renew, reprovision or status")
+            return
+        if self._child is not None:
+            request.answer(f"busy: {self._child.command} is running; try again when it is done")
+            return
+        self._apply(self._decide(kind))
+        if not self._has_child():  # could not even start; the decision recorded why
+            request.answer(f"failed: {self.machine.status}")
+            return
+        self._waiting.append(request)
+        request.answer(f"accepted: {self.machine.status}")
+
+    def _has_child(self) -> bool:
+        return self._child is not None
+
+    def _answer_waiting(self, text: str) -> None:
+        waiting, self._waiting = self._waiting, []
+        for request in waiting:
+            request.answer(text)
+
+    def _stop_control(self) -> None:
+        self._answer_waiting("failed: the daemon is stopping")
+        control, self._control = self._control, None
+        if control is not None:
+            control.stop()
 
     def _stop(self) -> None:
         """STOPPING=1; a running child gets SIGTERM, then SIGKILL after the grace period."""
         self.notifier.stopping()
         logger.info("stopping")
         self._deadline = None
+        self._stop_control()
         child = self._child
         if child is not None and child.proc.poll() is None:
             logger.info("stopping child command=%s pid=%s", child.command, child.proc.pid)

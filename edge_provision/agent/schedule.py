@@ -68,6 +68,8 @@ class EventKind(str, Enum):
     CHILD_EXITED = "child-exited"
     RELOADED = "reloaded"  # SIGHUP, new settings in force
     RELOAD_FAILED = "reload-failed"  # SIGHUP, bad settings, old ones kept
+    RENEW_NOW = "renew-now"  # control command "renew": ``renew --force`` now
+    REPROVISION_NOW = "reprovision-now"  # control command "reprovision": ``enroll --force`` now
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ class Machine:
 class Decision:
     """What the loop does next.
 
-    ``run``: start this child command now (no timer while it runs). Otherwise, unless
+    ``run``: start this child command now, with ``args`` after it (``--force``), no timer
+    while it runs. Otherwise, unless
     ``keep_timer``, sleep ``delay_s`` (``math.inf``: until a signal) and then send a
     ``DUE`` event; ``wall_clock`` timers follow a wall-clock time and are re-checked
     at least hourly, in case the clock is set (NTP at boot) meanwhile.
@@ -199,6 +202,7 @@ class Decision:
     delay_s: float = math.inf
     wall_clock: bool = False
     keep_timer: bool = False
+    args: tuple[str, ...] = ()
 
     @property
     def status(self) -> str:
@@ -221,6 +225,10 @@ def decide(machine: Machine, event: Event, policy: Policy, rng: UniformSource) -
         if event.child is None:
             raise ValueError("a CHILD_EXITED event needs its ChildResult")
         return _after_child(machine, event, event.child, policy, rng)
+    if kind is EventKind.RENEW_NOW:
+        return _start(machine, event.snapshot, force_flag=True)
+    if kind is EventKind.REPROVISION_NOW:
+        return _start(machine, event.snapshot, reprovision=True)
     force = kind is EventKind.CHECK_NOW or (kind is EventKind.DUE and machine.retry_pending)
     return _evaluate(machine, event, force=force)
 
@@ -238,14 +246,26 @@ def _evaluate(machine: Machine, event: Event, *, force: bool) -> Decision:
     return Decision(idle, delay_s=delay, wall_clock=True)
 
 
-def _start(machine: Machine, snap: Snapshot) -> Decision:
-    command = snap.command
+def _start(machine: Machine, snap: Snapshot, *, force_flag: bool = False,
+           reprovision: bool = False) -> Decision:
+    """Run the command ``snap`` calls for; ``force_flag``/``reprovision``: a control command.
+
+    ``renew`` becomes ``renew --force``; ``reprovision`` is ``enroll --force`` (plain
+    ``enroll`` while there is no generation to replace).
+    """
+    command = "enroll" if reprovision else snap.command
+    has_gen = snap.current_generation is not None
+    forced = (force_flag and command == "renew") or (reprovision and has_gen)
+    args = ("--force",) if forced else ()
     retry = f" (retry {machine.attempt})" if machine.attempt else ""
-    if command == "enroll":
+    if reprovision and has_gen:
+        state, text = Phase.ENROLLING, f"reprovisioning: generation {snap.current_generation}"
+    elif command == "enroll":
         state, text = Phase.ENROLLING, f"enrolling{retry}"
     else:
         state, text = Phase.RENEWING, f"renewing: generation {snap.current_generation}{retry}"
-    return Decision(dataclasses.replace(machine, state=state, base_status=text), run=command)
+    return Decision(dataclasses.replace(machine, state=state, base_status=text), run=command,
+                    args=args)
 
 
 def _after_child(

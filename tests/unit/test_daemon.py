@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_provision.agent._children import error_of as _error_of
 from edge_provision.agent.daemon import (
     CHILD_ENV_DROP,
     SystemClock,
-    _error_of,
     command_prefix,
     policy_of,
 )
