@@ -529,7 +529,9 @@ class LocalCA:
             .issuer_name(self._cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(when - timedelta(seconds=CLOCK_SKEW_S))
+            # backdated for clock skew, but never by more than a tenth of the lifetime,
+            # so that a certificate of a few seconds is not mostly in the past
+            .not_valid_before(when - timedelta(seconds=min(CLOCK_SKEW_S, ttl_s / 10)))
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(usage, critical=True)

@@ -244,7 +244,7 @@ def test_verify_chain_expired(ca: LocalCA) -> None:
 
 def test_verify_chain_not_yet_valid(ca: LocalCA) -> None:
     """A certificate checked before its not_before (minus skew) is not yet valid."""
-    issued, _ = ca.issue(common_name="early", key_type="ec", key_bits=None, ttl_s=60, now=NOW)
+    issued, _ = ca.issue(common_name="early", key_type="ec", key_bits=None, ttl_s=3600, now=NOW)
     verify_chain(issued.cert_pem, ca.cert_pem, now=NOW - timedelta(seconds=CLOCK_SKEW_S - 1))
     with pytest.raises(CertificateError, match="not yet valid"):
         verify_chain(issued.cert_pem, ca.cert_pem, now=NOW - timedelta(hours=1))
@@ -542,3 +542,14 @@ def test_concurrent_signing(ca: LocalCA) -> None:
     for pem in issued:
         verify_chain(pem, ca.cert_pem, now=NOW)
     assert len({parse_certificate(p).serial for p in issued}) == 20
+
+
+def test_short_certificates_are_backdated_by_at_most_a_tenth_of_their_lifetime() -> None:
+    """A 10 s certificate starts 1 s in the past, not 60 s (renewal is computed from it)."""
+    ca = LocalCA.create(now=NOW)
+    issued, _ = ca.issue(common_name="short", key_type="ec", key_bits=None, ttl_s=10, now=NOW)
+    assert issued.not_before == NOW - timedelta(seconds=1)
+    assert issued.not_after == NOW + timedelta(seconds=10)
+    long_lived, _ = ca.issue(common_name="long", key_type="ec", key_bits=None, ttl_s=3600,
+                             now=NOW)
+    assert long_lived.not_before == NOW - timedelta(seconds=CLOCK_SKEW_S)
