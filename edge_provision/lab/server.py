@@ -145,9 +145,11 @@ class _Server(uvicorn.Server):
     would end the process with -15); we only restore the previous handlers.
     """
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None],
+                 stop_requested: threading.Event | None = None) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self._stop_requested = stop_requested
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -161,6 +163,8 @@ class _Server(uvicorn.Server):
             return
         handled = (signal.SIGINT, signal.SIGTERM)
         previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        if self._stop_requested is not None and self._stop_requested.is_set():
+            self.handle_exit(signal.SIGTERM, None)  # asked to stop while starting up
         try:
             yield
         finally:
@@ -247,6 +251,32 @@ def _attach_mqtt(settings: LabSettings, service: LabService) -> MosquittoSync | 
 
 def serve(settings: LabSettings, echo: Callable[[str], None]) -> None:
     """Run the lab server in the foreground until Ctrl-C or SIGTERM."""
+    with _stop_requests() as stop_requested:
+        _serve(settings, echo, stop_requested)
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[threading.Event]:
+    """Remember SIGINT/SIGTERM that arrive while starting up (uvicorn takes over later).
+
+    Without this, a SIGTERM between binding the socket and uvicorn's own handlers
+    would kill the process (-15) instead of stopping it cleanly.
+    """
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: requested.set()) for sig in handled}
+    try:
+        yield requested
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(settings: LabSettings, echo: Callable[[str], None],
+           stop_requested: threading.Event) -> None:
     service = build_service(settings)
     broker: MosquittoSync | None = None
     try:
@@ -261,7 +291,7 @@ def serve(settings: LabSettings, echo: Callable[[str], None]) -> None:
             for line in lines:
                 echo(line)
 
-        server = _Server(config, started)
+        server = _Server(config, started, stop_requested)
         try:
             server.run(sockets=[sock])
         finally:

@@ -235,3 +235,29 @@ def test_metrics_count_mappings_fetches_certificates_and_statuses(
     assert values['edge_provision_lab_http_requests_total{status="201"}'] == "8"
     assert values['edge_provision_lab_http_requests_total{status="404"}'] == "1"
     assert "# TYPE edge_provision_lab_mappings_total counter" in text
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.2, 0.5])
+def test_serve_stops_cleanly_on_sigterm_during_start_up(tmp_path: Path, delay_s: float) -> None:
+    """SIGTERM at any moment of start-up (before uvicorn's own handlers) still exits 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MF_", "EDGE_PROVISION_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_provision", "--state-dir", str(tmp_path / "s"), "serve",
+         "--port", "0"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        # wait until the process has at least imported the lab server (the db appears)
+        while not (tmp_path / "s" / "lab.db").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None
+            time.sleep(0.01)
+        time.sleep(delay_s)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if proc.stderr:
+            proc.stderr.close()
