@@ -11,20 +11,17 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from _daemon_util import WAIT_S, Notify, stop_daemon
 
 from edge_provision.store import Phase, State, Store
-
-WAIT_S = 20.0
 
 # The stand-in for `edge-provision enroll|renew --json`: step N of the plan for run N.
 FAKE_CHILD = r'''
@@ -79,46 +76,6 @@ Daemon(load_agent_settings(), reload_settings=load_agent_settings,
 '''
 
 
-class Notify:
-    """A bound AF_UNIX datagram socket collecting sd_notify messages."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.messages: list[str] = []
-        self.cursor = 0
-
-    def expect(self, pred: Callable[[str], bool], timeout_s: float = WAIT_S, *,
-               consume: bool = True) -> str:
-        """The first message since the last match for which ``pred`` holds.
-
-        Fails after ``timeout_s``. With ``consume=False`` the next search starts at the
-        same place again.
-        """
-        deadline = time.monotonic() + timeout_s
-        index = self.cursor
-        while True:
-            while index < len(self.messages):
-                if pred(self.messages[index]):
-                    if consume:
-                        self.cursor = index + 1
-                    return self.messages[index]
-                index += 1
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no matching sd_notify message; got {self.messages}")
-            self.sock.settimeout(left)
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except socket.timeout:
-                continue
-
-    def status(self, fragment: str, timeout_s: float = WAIT_S) -> str:
-        """The next STATUS= line containing ``fragment``."""
-        return self.expect(lambda m: "STATUS=" in m and fragment in m, timeout_s)
-
-
 class Harness:
     """A daemon process with a scripted child plan, its notify socket and its state dir."""
 
@@ -154,11 +111,7 @@ class Harness:
     def stop(self, timeout_s: float = 5.0) -> tuple[int, float]:
         """SIGTERM; (exit code, seconds it took); STOPPING=1 must arrive."""
         assert self.proc is not None
-        t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        self.notify.expect(lambda m: m == "STOPPING=1", timeout_s)
-        code = self.proc.wait(timeout=timeout_s)
-        return code, time.monotonic() - t0
+        return stop_daemon(self.proc, self.notify, timeout_s)
 
     def runs(self) -> list[dict[str, object]]:
         log = Path(str(self.plan) + ".log")

@@ -10,17 +10,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from _daemon_util import WAIT_S, Notify, Procs, cli, daemon_env, stop_daemon
 
 import edge_provision
+from edge_provision.testing import free_port
 
-WAIT_S = 20.0
 PACKAGE = Path(edge_provision.__file__).resolve().parent
 HAS_RENEW = (PACKAGE / "_cli" / "renew.py").exists()
 
@@ -30,92 +29,25 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class Notify:
-    """A bound AF_UNIX datagram socket collecting sd_notify messages in order."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.messages: list[str] = []
-        self.cursor = 0
-
-    def expect(self, pred: Callable[[str], bool], timeout_s: float = WAIT_S) -> str:
-        """The first message since the last match for which ``pred`` holds."""
-        deadline = time.monotonic() + timeout_s
-        index = self.cursor
-        while True:
-            while index < len(self.messages):
-                if pred(self.messages[index]):
-                    self.cursor = index + 1
-                    return self.messages[index]
-                index += 1
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no matching sd_notify message; got {self.messages}")
-            self.sock.settimeout(left)
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except socket.timeout:
-                continue
-
-    def status(self, fragment: str, timeout_s: float = WAIT_S) -> str:
-        """The next STATUS= line containing ``fragment``."""
-        return self.expect(lambda m: "STATUS=" in m and fragment in m, timeout_s)
-
-
-class Procs:
-    """Processes started by a test; all killed at the end, whatever happened."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp = tmp_path
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, argv: list[str], env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
-        with open(self.tmp / log, "wb") as err:
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=err)
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Procs]:
     """Start processes; they are killed after the test."""
-    p = Procs(tmp_path)
-    try:
+    with Procs(tmp_path) as p:
         yield p
-    finally:
-        p.close()
 
 
 @pytest.fixture
 def notify(tmp_path: Path) -> Iterator[Notify]:
     """The test's NOTIFY_SOCKET."""
-    n = Notify(tmp_path / "notify.sock")
-    try:
+    with Notify(tmp_path / "notify.sock") as n:
         yield n
-    finally:
-        n.sock.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_lab(procs: Procs, tmp_path: Path, port: int) -> str:
     """`edge-provision serve` on 127.0.0.1:port; returns its token once it answers."""
     lab_dir = tmp_path / "lab"
-    proc = procs.start([sys.executable, "-m", "edge_provision", "--state-dir", str(lab_dir),
-                        "serve", "--port", str(port)], dict(os.environ), "lab.log")
+    proc = procs.start(cli("--state-dir", str(lab_dir), "serve", "--port", str(port)),
+                       dict(os.environ), "lab.log")
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         assert proc.poll() is None, (tmp_path / "lab.log").read_text()
@@ -128,28 +60,18 @@ def _start_lab(procs: Procs, tmp_path: Path, port: int) -> str:
 
 
 def _daemon_env(notify: Notify, port: int, token: str, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path),
-               EDGE_PROVISION_PROVISION_URL=f"http://127.0.0.1:{port}",
-               EDGE_PROVISION_TOKEN=token,
-               EDGE_PROVISION_EXTERNAL_ID="02:42:ac:11:00:07",
-               EDGE_PROVISION_EXTERNAL_KEY="gateway-key-for-tests",
-               EDGE_PROVISION_MQTT_VERIFY="never",
-               EDGE_PROVISION_BACKOFF_INITIAL="0.2", EDGE_PROVISION_BACKOFF_CAP="1")
-    env.update(extra)
-    return env
+    return daemon_env(notify, f"http://127.0.0.1:{port}", token,
+                      EDGE_PROVISION_MQTT_VERIFY="never", **extra)
 
 
 def _run(procs: Procs, tmp_path: Path, env: dict[str, str],
          *global_opts: str) -> subprocess.Popen[bytes]:
-    return procs.start([sys.executable, "-m", "edge_provision", *global_opts,
-                        "--state-dir", str(tmp_path / "state"), "run"], env, "daemon.log")
+    return procs.start(cli(*global_opts, "--state-dir", str(tmp_path / "state"), "run"), env,
+                       "daemon.log")
 
 
 def _stop(proc: subprocess.Popen[bytes], notify: Notify) -> tuple[int, float]:
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    notify.expect(lambda m: m == "STOPPING=1", 5)
-    return proc.wait(timeout=5), time.monotonic() - t0
+    return stop_daemon(proc, notify, 5)
 
 
 def _rss_kib(pid: int) -> int:
@@ -161,7 +83,7 @@ def _rss_kib(pid: int) -> int:
 
 def test_offline_start_then_server_appears(procs: Procs, notify: Notify, tmp_path: Path) -> None:
     """Nothing listening: retry lines with backoff; the lab server starts: provisioned; SIGTERM."""
-    port = _free_port()
+    port = free_port()
     token = _start_lab(procs, tmp_path, port)  # once, to create its token, then down again
     lab = procs.procs[-1]
     lab.send_signal(signal.SIGTERM)
@@ -185,7 +107,7 @@ def test_offline_start_then_server_appears(procs: Procs, notify: Notify, tmp_pat
 
 def test_sigusr1_runs_a_child_at_once(procs: Procs, notify: Notify, tmp_path: Path) -> None:
     """Provisioned and idle; SIGUSR1 starts the renew child promptly."""
-    port = _free_port()
+    port = free_port()
     token = _start_lab(procs, tmp_path, port)
     daemon = _run(procs, tmp_path, _daemon_env(notify, port, token))
     notify.status("provisioned: generation 1")
@@ -204,7 +126,7 @@ def test_sigusr1_runs_a_child_at_once(procs: Procs, notify: Notify, tmp_path: Pa
 def test_sighup_with_broken_config_is_reported(procs: Procs, notify: Notify,
                                                tmp_path: Path) -> None:
     """SIGHUP after the config file broke: the daemon keeps running and says so."""
-    port = _free_port()
+    port = free_port()
     token = _start_lab(procs, tmp_path, port)
     config = tmp_path / "config.toml"
     config.write_text('[agent]\npermanent_retry = "1h"\n')
@@ -222,7 +144,7 @@ def test_sighup_with_broken_config_is_reported(procs: Procs, notify: Notify,
 
 def test_wrong_token_is_a_permanent_failure(procs: Procs, notify: Notify, tmp_path: Path) -> None:
     """401 from the lab server: failed status, the daemon stays up; SIGUSR1 retries now."""
-    port = _free_port()
+    port = free_port()
     _start_lab(procs, tmp_path, port)
     env = _daemon_env(notify, port, "definitely-the-wrong-token")
     daemon = _run(procs, tmp_path, env)
@@ -239,7 +161,7 @@ def test_wrong_token_is_a_permanent_failure(procs: Procs, notify: Notify, tmp_pa
 
 def test_watchdog_pings(procs: Procs, notify: Notify, tmp_path: Path) -> None:
     """WATCHDOG_USEC=400000: WATCHDOG=1 about every 0.2 s, from the loop and during a child."""
-    port = _free_port()
+    port = free_port()
     token = _start_lab(procs, tmp_path, port)
     daemon = _run(procs, tmp_path, _daemon_env(notify, port, token, WATCHDOG_USEC="400000"))
     notify.status("provisioned: generation 1")

@@ -18,9 +18,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from _daemon_util import WAIT_S, Notify, Procs, cli, daemon_env, stop_daemon
 from _mqtt_lab import MOSQUITTO, Subscriber, needs_mosquitto, senml
 
 from edge_provision import mqtt, pki
@@ -28,9 +28,6 @@ from edge_provision.lab.mosquitto import ADMIN_USER
 from edge_provision.store import Generation, Store
 
 pytestmark = needs_mosquitto
-
-WAIT_S = 20.0
-EXTERNAL_ID = "02:42:ac:11:00:07"
 
 
 @dataclass(frozen=True)
@@ -44,87 +41,18 @@ class Lab:
     admin_password: str
 
 
-class Notify:
-    """A bound AF_UNIX datagram socket collecting sd_notify messages, with arrival times."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.messages: list[tuple[float, str]] = []  # (time.time(), message)
-        self.cursor = 0
-
-    def expect(self, pred: Callable[[str], bool], timeout_s: float = WAIT_S) -> tuple[float, str]:
-        """(arrival time, message): the first message since the last match with ``pred``."""
-        deadline = time.monotonic() + timeout_s
-        index = self.cursor
-        while True:
-            while index < len(self.messages):
-                if pred(self.messages[index][1]):
-                    self.cursor = index + 1
-                    return self.messages[index]
-                index += 1
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no matching sd_notify message; got {self.messages}")
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(4096).decode()
-            except socket.timeout:
-                continue
-            self.messages.append((time.time(), data))
-
-    def status(self, fragment: str, timeout_s: float = WAIT_S) -> tuple[float, str]:
-        """The next STATUS= line containing ``fragment``."""
-        return self.expect(lambda m: "STATUS=" in m and fragment in m, timeout_s)
-
-
-class Procs:
-    """Processes started by a test; all killed at the end, whatever happened."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp = tmp_path
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, argv: list[str], env: dict[str, str], log: str,
-              stdout: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:  # fmt: skip
-        with open(self.tmp / log, "wb") as err:
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=stdout,
-                                    stderr=err)  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-
-
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Procs]:
     """Start processes; they are stopped after the test."""
-    p = Procs(tmp_path)
-    try:
+    with Procs(tmp_path, graceful=True) as p:
         yield p
-    finally:
-        p.close()
 
 
 @pytest.fixture
 def notify(tmp_path: Path) -> Iterator[Notify]:
     """The daemon's NOTIFY_SOCKET."""
-    n = Notify(tmp_path / "notify.sock")
-    try:
+    with Notify(tmp_path / "notify.sock") as n:
         yield n
-    finally:
-        n.sock.close()
 
 
 def _banner(proc: subprocess.Popen[bytes], log: Path) -> list[str]:
@@ -146,9 +74,8 @@ def _banner(proc: subprocess.Popen[bytes], log: Path) -> list[str]:
 def _start_lab(procs: Procs, tmp_path: Path, *extra: str, **env: str) -> Lab:
     """`edge-provision serve --mqtt --mqtt-port 0 ...` as a process; its banner parsed."""
     full_env = dict(os.environ, EDGE_PROVISION_LAB_MOSQUITTO_BIN=MOSQUITTO or "mosquitto", **env)
-    proc = procs.start([sys.executable, "-m", "edge_provision", "--state-dir",
-                        str(tmp_path / "lab"), "serve", "--port", "0", "--mqtt",
-                        "--mqtt-port", "0", *extra], full_env, "lab.log",
+    proc = procs.start(cli("--state-dir", str(tmp_path / "lab"), "serve", "--port", "0",
+                           "--mqtt", "--mqtt-port", "0", *extra), full_env, "lab.log",
                        stdout=subprocess.PIPE)  # fmt: skip
     lines = _banner(proc, tmp_path / "lab.log")
     url = next(ln.split()[-1] for ln in lines if ln.startswith("listening on "))
@@ -162,24 +89,17 @@ def _start_lab(procs: Procs, tmp_path: Path, *extra: str, **env: str) -> Lab:
 
 def _run_daemon(procs: Procs, tmp_path: Path, notify: Notify, lab: Lab,
                 **extra: str) -> subprocess.Popen[bytes]:  # fmt: skip
-    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path),
-               CONFIGURATION_DIRECTORY=str(tmp_path / "etc"),
-               EDGE_PROVISION_PROVISION_URL=lab.url, EDGE_PROVISION_TOKEN=lab.token,
-               EDGE_PROVISION_EXTERNAL_ID=EXTERNAL_ID,
-               EDGE_PROVISION_EXTERNAL_KEY="gateway-key-for-tests",
-               EDGE_PROVISION_MQTT_URL=lab.tcp_url, EDGE_PROVISION_MQTT_VERIFY="always",
-               EDGE_PROVISION_MQTT_TIMEOUT="5",
-               EDGE_PROVISION_BACKOFF_INITIAL="0.2", EDGE_PROVISION_BACKOFF_CAP="1",
-               EDGE_PROVISION_MIN_RERUN="0.5")  # fmt: skip
+    env = daemon_env(notify, lab.url, lab.token,
+                     CONFIGURATION_DIRECTORY=str(tmp_path / "etc"),
+                     EDGE_PROVISION_MQTT_URL=lab.tcp_url, EDGE_PROVISION_MQTT_VERIFY="always",
+                     EDGE_PROVISION_MQTT_TIMEOUT="5", EDGE_PROVISION_MIN_RERUN="0.5")
     env.update(extra)
-    return procs.start([sys.executable, "-m", "edge_provision", "--state-dir",
-                        str(tmp_path / "gw"), "--log-level", "info", "run"], env, "daemon.log")
+    return procs.start(cli("--state-dir", str(tmp_path / "gw"), "--log-level", "info", "run"),
+                       env, "daemon.log")
 
 
 def _stop(proc: subprocess.Popen[bytes], notify: Notify) -> int:
-    proc.send_signal(signal.SIGTERM)
-    notify.expect(lambda m: m == "STOPPING=1", 10)
-    return proc.wait(timeout=10)
+    return stop_daemon(proc, notify, 10)[0]
 
 
 def _current(tmp_path: Path) -> Generation:
@@ -209,14 +129,14 @@ def test_running_daemon_renews_short_certificates_and_mqtt_keeps_working(
     daemon = _run_daemon(procs, tmp_path, notify, lab, EDGE_PROVISION_MQTT_URL=lab.ssl_url,
                          EDGE_PROVISION_MQTT_MTLS="true", EDGE_PROVISION_RENEW_BEFORE="4")
     notify.expect(lambda m: m.startswith("READY=1"))
-    at, line = notify.status("provisioned: generation 1")
+    at, line = notify.status_timed("provisioned: generation 1")
     previous = _cert(_current(tmp_path))
     # backdated by a tenth of the lifetime (0.8 s), certificate times are whole seconds
     assert (previous.not_after - previous.not_before).total_seconds() == pytest.approx(8.8, abs=1)
     seen = {1: previous.serial}
     lags: list[float] = []
     while len(seen) < 3:
-        at, line = notify.status("provisioned: generation ", timeout_s=15)
+        at, line = notify.status_timed("provisioned: generation ", timeout_s=15)
         number = _generation_of(line)
         if number in seen:
             continue

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from _lab_util import lab_settings
 
 from edge_provision import bscrypto
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
-from edge_provision.settings import LabSettings, load_lab_settings
 
 TIMEOUT = 10
 LAYOUT = """
@@ -40,12 +39,6 @@ LAYOUT = """
 """
 NOT_FOUND = {"error": "no bootstrap configuration for this external_id and key"}
 ENC_KEY_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-
-
-def lab_settings(tmp_path: Path, **overrides: object) -> LabSettings:
-    """Settings for a lab server on 127.0.0.1:0 with its state under ``tmp_path``."""
-    base = load_lab_settings({"state_dir": tmp_path / "lab", "port": 0}, env={})
-    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
 @pytest.fixture

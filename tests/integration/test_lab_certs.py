@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import requests
+from _lab_util import lab_settings
 
 from edge_provision import pki
 from edge_provision.errors import CertificateError
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
-from edge_provision.settings import LabSettings, load_lab_settings
 
 TIMEOUT = 10
-
-
-def lab_settings(tmp_path: Path, **overrides: object) -> LabSettings:
-    """Settings for a lab server on 127.0.0.1:0 with its state under ``tmp_path``."""
-    base = load_lab_settings({"state_dir": tmp_path / "lab", "port": 0}, env={})
-    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from _lab_util import lab_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +22,6 @@ from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thr
 from edge_provision.lab.service import LabService, ServiceInfo
 from edge_provision.layout import Plan, default_layout
 from edge_provision.pki import LocalCA
-from edge_provision.settings import LabSettings, load_lab_settings
 
 TIMEOUT = 10
 MULTI_LAYOUT = """
@@ -55,13 +54,6 @@ MULTI_LAYOUT = """
   [channels.metadata]
     type = "control"
 """
-
-
-def lab_settings(tmp_path: Path, env: dict[str, str] | None = None, **overrides: object
-                 ) -> LabSettings:
-    """Settings for a lab server on 127.0.0.1:0 with its state under ``tmp_path``."""
-    base = load_lab_settings({"state_dir": tmp_path / "lab", "port": 0}, env=env or {})
-    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
 @pytest.fixture

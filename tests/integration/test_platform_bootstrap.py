@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -42,20 +41,6 @@ MAINFLUX_BODY = {
     "mainflux_channels": [DATA, CTRL],
     "content": CONTENT,
 }
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    """A started FakeServer."""
-    with FakeServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def http(server: FakeServer) -> Iterator[HttpClient]:
-    """An HttpClient with short timeouts."""
-    with HttpClient(server.url, connect_timeout_s=1.0, read_timeout_s=1.0) as c:
-        yield c
 
 
 def _modern(http: HttpClient, **kwargs: object) -> BootstrapClient:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,20 +19,6 @@ THING_KEY = "e6b3a4c0-2f0e-4e43-8f3f-6b8d1c0c9a22"
 TOKEN = "user-token-0f0e"
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
 KEY_PEM = "-----BEGIN RSA PRIVATE KEY-----\nSECRETKEYDATA\n-----END RSA PRIVATE KEY-----\n"
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    """A started FakeServer."""
-    with FakeServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def http(server: FakeServer) -> Iterator[HttpClient]:
-    """An HttpClient with short timeouts."""
-    with HttpClient(server.url, connect_timeout_s=1.0, read_timeout_s=1.0) as c:
-        yield c
 
 
 def test_sign_csr_round_trip(server: FakeServer, http: HttpClient, tmp_path: Path) -> None:

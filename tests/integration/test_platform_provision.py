@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -42,20 +41,6 @@ SUCCESS = {
 def _failure(error: str) -> dict[str, object]:
     """The 0.12/0.13 in-run failure body: 201 + things/channels null + error chain."""
     return {"things": None, "channels": None, "error": error}
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    """A started FakeServer."""
-    with FakeServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def http(server: FakeServer) -> Iterator[HttpClient]:
-    """An HttpClient with short timeouts."""
-    with HttpClient(server.url, connect_timeout_s=1.0, read_timeout_s=1.0) as c:
-        yield c
 
 
 def test_success_without_token_sends_no_authorization(server: FakeServer, http: HttpClient) -> None:

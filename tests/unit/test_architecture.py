@@ -95,12 +95,14 @@ def test_layout_engine_is_pure() -> None:
     }, seen
 
 
-@pytest.mark.parametrize("module", ["edge_provision.pki", "edge_provision.bscrypto"])
+@pytest.mark.parametrize("module", ["edge_provision.pki", "edge_provision.bscrypto",
+                                    "edge_provision._ca", "edge_provision._pki_base"])
 def test_crypto_helpers_are_pure(module: str) -> None:
-    """pki and bscrypto use only the standard library, cryptography, errors and _fs."""
+    """pki (with _ca, _pki_base) and bscrypto use only the stdlib, cryptography, errors and _fs."""
     if module not in MODULES:
         pytest.fail(f"{module} is missing")
-    allowed = {"edge_provision.errors", "edge_provision._fs", "edge_provision"}
+    allowed = {"edge_provision.errors", "edge_provision._fs", "edge_provision",
+               "edge_provision._ca", "edge_provision._pki_base"}
     foreign = {
         imp for imp in _imports(MODULES[module])
         if imp.split(".")[0] not in STDLIB | {"cryptography", "__future__"}
