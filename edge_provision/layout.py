@@ -32,10 +32,9 @@ the gateway ``name`` and the others ``f"{name}-{thing}"``; metadata is deep-copi
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from edge_provision._layout_toml import (
     CHANNEL_TYPES,
@@ -45,6 +44,8 @@ from edge_provision._layout_toml import (
     parse_go_duration,
 )
 from edge_provision.errors import ConfigError, Problem
+
+_J = TypeVar("_J")
 
 __all__ = [
     "CHANNEL_TYPES",
@@ -214,7 +215,7 @@ class Plan:
                 {
                     "index": t.index,
                     "name": t.name,
-                    "metadata": copy.deepcopy(t.metadata),
+                    "metadata": _copy_json(t.metadata),
                     "gateway": t.is_gateway,
                 }
                 for t in self.things
@@ -224,7 +225,7 @@ class Plan:
                     "index": c.index,
                     "name": c.name,
                     "type": c.type,
-                    "metadata": copy.deepcopy(c.metadata),
+                    "metadata": _copy_json(c.metadata),
                 }
                 for c in self.channels
             ],
@@ -277,6 +278,20 @@ def default_layout() -> Layout:
     )
 
 
+
+def _copy_json(value: _J) -> _J:
+    """A deep copy of JSON-like data (dicts, lists, scalars); ~5x cheaper than deepcopy.
+
+    Layout metadata only ever holds what TOML parsing produced and validation let
+    through (tables, arrays, strings, numbers, booleans), so nothing else can occur.
+    """
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]  # type: ignore[return-value]
+    return value
+
+
 def plan(layout: Layout, external_id: str, external_key: str, name: str | None = None) -> Plan:
     """Plan one provisioning run of ``layout`` for a gateway; pure and deterministic."""
     missing = [
@@ -289,7 +304,7 @@ def plan(layout: Layout, external_id: str, external_key: str, name: str | None =
     gateway = next((i for i, t in enumerate(layout.things) if t.is_gateway), None)
     things = []
     for i, spec in enumerate(layout.things):
-        metadata = copy.deepcopy(spec.metadata)
+        metadata = _copy_json(spec.metadata)
         if "external_id" in metadata:
             metadata["external_id"] = external_id
         thing_name = spec.name
@@ -306,7 +321,7 @@ def plan(layout: Layout, external_id: str, external_key: str, name: str | None =
             )
         things.append(PlannedThing(i, thing_name, metadata, i == gateway))
     channels = tuple(
-        PlannedChannel(i, spec.name, copy.deepcopy(spec.metadata), spec.type)
+        PlannedChannel(i, spec.name, _copy_json(spec.metadata), spec.type)
         for i, spec in enumerate(layout.channels)
     )
     connections: tuple[PlannedConnection, ...] = ()

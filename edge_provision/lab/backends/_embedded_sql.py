@@ -466,14 +466,15 @@ def prepare(plan: Plan, owner: str, issue_certs: CertIssuer | None) -> Prepared:
     thing_rows: list[tuple[object, ...]] = []
     for n, pt in enumerate(plan.things):
         meta = _json(pt.metadata, f"thing {pt.name!r}")
-        rec = ThingRecord(ids[2 * n], pt.name, ids[2 * n + 1], json.loads(meta), owner)
+        # the plan's metadata is this request's own deep copy: no need to copy it again
+        rec = ThingRecord(ids[2 * n], pt.name, ids[2 * n + 1], pt.metadata, owner)
         things.append(rec)
         thing_rows.append((rec.id, rec.name, rec.key, meta, owner, now))
     channels: list[ChannelRecord] = []
     channel_rows: list[tuple[object, ...]] = []
     for n, pc in enumerate(plan.channels):
         meta = _json(pc.metadata, f"channel {pc.name!r}")
-        ch = ChannelRecord(ids[2 * len(plan.things) + n], pc.name, json.loads(meta), owner)
+        ch = ChannelRecord(ids[2 * len(plan.things) + n], pc.name, pc.metadata, owner)
         channels.append(ch)
         channel_rows.append((ch.id, ch.name, meta, owner, now))
     connection_rows: list[tuple[object, ...]] = [
