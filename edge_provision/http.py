@@ -217,9 +217,8 @@ class HttpClient:
         # not (it would add credentials of its own), and ``verify`` is passed with every
         # request so that REQUESTS_CA_BUNDLE cannot override ca_bundle or insecure.
         self._session.auth = _NoNetrcAuth()
-        self._verify: bool | str = True
+        self._verify: bool | str = not insecure  # verified unless the explicit lab flag
         if insecure:
-            self._verify = False
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             if parts.scheme == "https":
                 logger.warning(
