@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Callable
 import uvicorn
 
 from edge_provision import _fs, bscrypto
+from edge_provision._logging import register_secret
 from edge_provision.errors import ConfigError, StoreError
 from edge_provision.lab.app import create_app
 from edge_provision.lab.backends.embedded import EmbeddedBackend
@@ -93,7 +94,7 @@ def _load_token(settings: LabSettings, state_dir: Path) -> tuple[str, bool, str]
         source = settings.sources.get("token", "settings")
         where = source.split(" ", 1)[1] if source.startswith(("env ", "flag ")) else source
         return settings.token, False, f"token from {where}"
-    path = getattr(settings, "token_file", None) or state_dir / TOKEN_FILE
+    path = state_dir / TOKEN_FILE
     path = Path(path)
     if path.exists():
         try:
@@ -116,6 +117,7 @@ def build_service(settings: LabSettings) -> LabService:
     layout = _effective_layout(settings)
     encrypt_key = bscrypto.parse_encrypt_key(settings.encrypt_key_hex)
     token, header_required, auth_hint = _load_token(settings, state_dir)
+    register_secret(token)  # the log redaction filter masks it should it ever appear
     ca_dir = state_dir / _CA_DIR
     ca = LocalCA.load_or_create(ca_dir, key_type=layout.cert.key_type,
                                 key_bits=layout.cert.key_bits)  # fmt: skip
