@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,32 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _start_lab(state: Path, mqtt: bool) -> tuple[subprocess.Popen[str], str, str | None]:
-    cmd = [sys.executable, "-m", "edge_provision", "--state-dir", str(state), "serve",
-           "--port", "0"]
-    if mqtt:
-        cmd += ["--mqtt", "--mqtt-port", "0"]
-    env = dict(os.environ, PATH=os.environ.get("PATH", "") + ":/usr/sbin")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env=env)
-    url = broker = None
-    deadline = time.monotonic() + 30
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        m = re.match(r"listening on (http://\S+)", line)
-        url = m.group(1) if m else url
-        b = re.match(r"mqtt broker: (tcp://\S+)", line)
-        broker = b.group(1) if b else broker
-        if line.startswith("press Ctrl-C"):
-            break
-    if url is None:
-        proc.kill()
-        raise SystemExit("the lab server did not start within 30 s")
-    return proc, url, broker
+from _lab import LabServer, mosquitto_path
 
 
 def _timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -72,15 +45,19 @@ def main() -> None:
     parser.add_argument("--mqtt", action="store_true",
                         help="run the lab broker too, so enrollment verifies over MQTT")
     args = parser.parse_args()
-    if args.mqtt and not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
-        raise SystemExit("--mqtt needs mosquitto (apt-get install mosquitto)")
+    extra_args: tuple[str, ...] = ()
+    extra_env: dict[str, str] = {}
+    if args.mqtt:
+        extra_args = ("--mqtt", "--mqtt-port", "0")
+        extra_env = {"EDGE_PROVISION_LAB_MOSQUITTO_BIN": mosquitto_path("bench/agent_enroll.py")}
     with tempfile.TemporaryDirectory(prefix="ep-enroll-") as tmp:
         root = Path(tmp)
-        lab, url, broker = _start_lab(root / "lab", args.mqtt)
+        lab = LabServer(root / "lab", extra_args, extra_env)
+        url, broker = lab.url, lab.brokers.get("tcp")
         try:
             base = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_PROVISION_")}
             base.update({"EDGE_PROVISION_PROVISION_URL": url,
-                         "EDGE_PROVISION_TOKEN_FILE": str(root / "lab" / "api-token")})
+                         "EDGE_PROVISION_TOKEN_FILE": str(lab.token_path)})
             if broker:
                 base.update({"EDGE_PROVISION_MQTT_URL": broker,
                              "EDGE_PROVISION_MQTT_VERIFY": "always"})
@@ -94,8 +71,7 @@ def main() -> None:
                 enrolls.append(_timed(cmd, env))
                 repeats.append(_timed(cmd, env))
         finally:
-            lab.terminate()
-            lab.wait(15)
+            lab.stop()
     print(f"lab server {url}; MQTT check: {'yes, ' + broker if broker else 'no'}")
     print()
     print("| what | runs | min | median | max |")

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _lab import LabServer
+
 
 def _proc_status(pid: int) -> dict[str, int]:
     out: dict[str, int] = {}
@@ -31,22 +33,6 @@ def _proc_status(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
             out[key] = int(value.split()[0])
     return out
-
-
-def _start_lab(state: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_provision", "--state-dir", str(state), "serve", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    deadline = time.monotonic() + 30
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        m = re.match(r"listening on (http://\S+)", line)
-        if m:
-            return proc, m.group(1)
-    proc.kill()
-    raise SystemExit("the lab server did not start within 30 s")
 
 
 def _wait_status(sock: socket.socket, pattern: str, timeout_s: float) -> str:
@@ -71,14 +57,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ep-idle-") as tmp:
         root = Path(tmp)
-        lab, url = _start_lab(root / "lab")
+        lab = LabServer(root / "lab")
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(root / "notify"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_PROVISION_")}
         env.update({
             "NOTIFY_SOCKET": str(root / "notify"),
-            "EDGE_PROVISION_PROVISION_URL": url,
-            "EDGE_PROVISION_TOKEN_FILE": str(root / "lab" / "api-token"),
+            "EDGE_PROVISION_PROVISION_URL": lab.url,
+            "EDGE_PROVISION_TOKEN_FILE": str(lab.token_path),
             "EDGE_PROVISION_EXTERNAL_ID": "bench-idle-gw",
             "EDGE_PROVISION_MQTT_VERIFY": "never",
         })
@@ -107,8 +93,7 @@ def main() -> None:
                 daemon.wait(10)
             except subprocess.TimeoutExpired:
                 daemon.kill()
-            lab.terminate()
-            lab.wait(10)
+            lab.stop()
         wakeups = (after["voluntary_ctxt_switches"] - before["voluntary_ctxt_switches"]
                    + after["nonvoluntary_ctxt_switches"] - before["nonvoluntary_ctxt_switches"])
         print(f"status when provisioned: {status}")

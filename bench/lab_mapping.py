@@ -28,26 +28,22 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import secrets
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from _lab import LabServer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LUA = HERE / "mapping.lua"
 DOC = ROOT / "docs" / "benchmarks.md"
 RECORD_MARK = "<!-- lab_mapping.py appends runs below this line -->"
-START_TIMEOUT_S = 30.0
-_LISTEN = re.compile(r"listening on (http://127\.0\.0\.1:(\d+))")
 
 
 @dataclass(frozen=True)
@@ -94,51 +90,6 @@ def machine() -> dict[str, str]:
         "http": f"uvicorn auto -> {parser} + {loop}",
         "wrk": (wrk.stdout or wrk.stderr).split("[")[0].strip(),
     }
-
-
-class LabServer:
-    """The lab server in a subprocess with a fresh state directory."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        for name in list(env):  # no stray settings from the caller's environment
-            if name.startswith(("MF_PROVISION_", "EDGE_PROVISION_")):
-                del env[name]
-        # the server's output goes to a file: an undrained pipe would block its logging
-        self.log = state_dir.parent / "server.log"
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge_provision", "--state-dir", str(state_dir),
-                 "serve", "--host", "127.0.0.1", "--port", "0"],
-                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-            )
-        self.url = self._wait_url()
-        self.token = (state_dir / "api-token").read_text().strip()
-
-    def _wait_url(self) -> str:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        text = ""
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            text = self.log.read_text(errors="replace")
-            match = _LISTEN.search(text)
-            if match:
-                return match.group(1)
-            time.sleep(0.05)
-        self.kill()
-        raise SystemExit("lab server did not start:\n" + text[-3000:])
-
-    def get(self, path: str) -> dict[str, object]:
-        req = urllib.request.Request(self.url + path,
-                                     headers={"Authorization": f"Bearer {self.token}"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())  # type: ignore[no-any-return]
-
-    def kill(self) -> None:
-        """SIGKILL: nothing gets a chance to flush; what is on disk is what was committed."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
 
 
 def run_wrk(server: LabServer, path: str, clients: int, seconds: float, prefix: str) -> Cell:

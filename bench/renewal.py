@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -39,45 +37,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _lab import LabServer, mosquitto_path
+
 _EP = [sys.executable, "-m", "edge_provision"]
 _RUN_TIMEOUT_S = 120
-
-
-def _mosquitto() -> str:
-    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
-    if found is None:
-        raise SystemExit("bench/renewal.py needs mosquitto (/usr/sbin/mosquitto): "
-                         "sudo apt-get install mosquitto")
-    return found
-
-
-def _start_lab(state: Path, log: Path, mosquitto: str
-               ) -> tuple[subprocess.Popen[str], str, dict[str, str]]:  # fmt: skip
-    cmd = [*_EP, "--state-dir", str(state), "serve", "--port", "0", "--mqtt", "--mqtt-port",
-           "0", "--mqtt-tls-port", "0", "--mqtt-require-cert"]
-    env = dict(os.environ, EDGE_PROVISION_LAB_MOSQUITTO_BIN=mosquitto)
-    with log.open("w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-    url = None
-    brokers: dict[str, str] = {}
-    deadline = time.monotonic() + 30
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        m = re.match(r"listening on (http://\S+)", line)
-        url = m.group(1) if m else url
-        b = re.match(r"mqtt broker: ((tcp|ssl)://\S+)", line)
-        if b:
-            brokers[b.group(2)] = b.group(1)
-        if line.startswith("press Ctrl-C"):
-            break
-    if url is None or set(brokers) != {"tcp", "ssl"}:
-        proc.kill()
-        proc.wait(10)
-        raise SystemExit(f"the lab server did not start within 30 s:\n{log.read_text()[-2000:]}")
-    return proc, url, brokers
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str, str]:
@@ -228,16 +191,22 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.runs, args.repeats, args.max_renews) < 1:
         parser.error("--runs, --repeats and --max-renews must be at least 1")
-    mosquitto = _mosquitto()
+    mosquitto = mosquitto_path("bench/renewal.py")
     with tempfile.TemporaryDirectory(prefix="ep-renew-") as tmp:
         root = Path(tmp)
-        lab, url, brokers = _start_lab(root / "lab", root / "server.log", mosquitto)
+        lab = LabServer(root / "lab", ("--mqtt", "--mqtt-port", "0", "--mqtt-tls-port", "0",
+                                       "--mqtt-require-cert"),
+                        {"EDGE_PROVISION_LAB_MOSQUITTO_BIN": mosquitto})
+        url, brokers, token = lab.url, lab.brokers, lab.token
+        if set(brokers) != {"tcp", "ssl"}:
+            lab.stop()
+            raise SystemExit(f"the lab server did not start both brokers:\n"
+                             f"{lab.log.read_text()[-2000:]}")
         try:
-            token = (root / "lab" / "api-token").read_text().strip()
             base = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_PROVISION_")}
             base.update({"CONFIGURATION_DIRECTORY": str(root / "etc"),
                          "EDGE_PROVISION_PROVISION_URL": url,
-                         "EDGE_PROVISION_TOKEN_FILE": str(root / "lab" / "api-token"),
+                         "EDGE_PROVISION_TOKEN_FILE": str(lab.token_path),
                          "EDGE_PROVISION_MQTT_VERIFY": "always",
                          "EDGE_PROVISION_MQTT_TIMEOUT": "5"})  # fmt: skip
             startup = [_ok([*_EP, "enroll", "--help"], base)[0] for _ in range(args.runs)]
@@ -259,12 +228,7 @@ def main() -> None:
             repairs = [_repair(victim, url, token, args.max_renews, args.repair_timeout_s)
                        for _ in range(args.repeats)]
         finally:
-            lab.terminate()
-            try:
-                lab.wait(15)
-            except subprocess.TimeoutExpired:
-                lab.kill()
-                lab.wait(15)
+            lab.stop()
     print(f"lab server {url}; brokers {brokers['tcp']} (password), {brokers['ssl']} "
           "(TLS, client certificate required, lab CRL)")
     print(f"enroll (one each, for the setup): {', '.join(f'{t * 1000:.0f} ms' for t in enrolls)}")

@@ -1,0 +1,93 @@
+"""The lab server as a subprocess, for the bench scripts (one launcher, not one per script).
+
+Its output goes to a log file (an undrained pipe would block its logging); the
+start-up banner is read from there: the URL, the operator token and, with
+``--mqtt``, the broker URLs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 30.0
+_LISTEN = re.compile(r"^listening on (http://\S+)$", re.M)
+_BROKER = re.compile(r"^mqtt broker: ((tcp|ssl)://\S+)$", re.M)
+_READY = "press Ctrl-C"
+
+
+def mosquitto_path(script: str) -> str:
+    """The mosquitto executable, or exit saying how to install it."""
+    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise SystemExit(f"{script} needs mosquitto: sudo apt-get install mosquitto")
+    return found
+
+
+class LabServer:
+    """``edge-provision serve --port 0`` with a fresh state directory."""
+
+    def __init__(self, state_dir: Path, extra_args: Sequence[str] = (),
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        base = {k: v for k, v in os.environ.items()  # no stray settings from the caller
+                if not k.startswith(("MF_PROVISION_", "EDGE_PROVISION_"))}
+        base.update(PYTHONUNBUFFERED="1", **(extra_env or {}))
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.log = state_dir.parent / f"{state_dir.name}.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edge_provision", "--state-dir", str(state_dir),
+                 "serve", "--host", "127.0.0.1", "--port", "0", *extra_args],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=base,
+            )
+        banner = self._wait_banner()
+        listen = _LISTEN.search(banner)
+        assert listen is not None
+        self.url = listen.group(1)
+        self.brokers = {m.group(2): m.group(1) for m in _BROKER.finditer(banner)}
+        self.token_path = state_dir / "api-token"
+        self.token = self.token_path.read_text().strip()
+
+    def _wait_banner(self) -> str:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        text = ""
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            text = self.log.read_text(errors="replace")
+            if _READY in text and _LISTEN.search(text):
+                return text
+            time.sleep(0.05)
+        self.kill()
+        raise SystemExit("the lab server did not start:\n" + text[-3000:])
+
+    def get(self, path: str) -> dict[str, object]:
+        """An operator GET with the token."""
+        req = urllib.request.Request(self.url + path,
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        """SIGTERM, as an operator would; SIGKILL if it does not stop within 15 s."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: nothing gets a chance to flush; what is on disk is what was committed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
