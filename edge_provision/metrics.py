@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_provision import _fs
+from edge_provision import fileio
 
 __all__ = [
     "CounterSet",
@@ -67,7 +67,7 @@ def render(metrics: Iterable[Metric]) -> str:
 
 def write_textfile(path: Path, text: str) -> None:
     """Replace ``path`` atomically (node_exporter must never read half a file); 0644."""
-    _fs.atomic_write(path, text, mode=_fs.PUBLIC_MODE)
+    fileio.atomic_write(path, text, mode=fileio.PUBLIC_MODE)
 
 
 def agent_metrics(

@@ -1,6 +1,6 @@
 """The gateway agent: enrollment, the long-running daemon and its systemd integration.
 
-Import the submodules you need (``edge_provision.agent.systemd`` …); this package
+Import the submodules you need (``edge_provision.agent.daemon.systemd`` …); this package
 imports nothing itself, so that the idle supervisor stays small.
 """
 

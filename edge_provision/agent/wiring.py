@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Callable
 
+from edge_provision.agent.daemon.systemd import Notifier
 from edge_provision.agent.enroll import EnrollClients, EnrollResult, StepEvent, Verifier, enroll
-from edge_provision.agent.systemd import Notifier
+from edge_provision.agent.store import Store
 from edge_provision.errors import ConfigError
 from edge_provision.settings import AgentSettings
-from edge_provision.store import Store
 
 __all__ = ["build_clients", "build_notifier", "build_store", "build_verifier", "run_enroll"]
 
@@ -41,7 +41,7 @@ def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
     The bootstrap and certificate URLs default to the provision URL. Raises
     :class:`ConfigError` when no provision URL is configured.
     """
-    from edge_provision import bscrypto
+    from edge_provision.crypto import bootstrap_cipher
     from edge_provision.http import AuthScheme, HttpClient
     from edge_provision.platform import BootstrapClient, CertsClient, ProvisionClient
 
@@ -54,7 +54,7 @@ def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
     bootstrap_url = (settings.bootstrap_url or provision_url).rstrip("/")
     certs_url = (settings.certs_url or provision_url).rstrip("/")
     scheme = AuthScheme(settings.auth_scheme)
-    encrypt_key = bscrypto.parse_encrypt_key(settings.encrypt_key) if (
+    encrypt_key = bootstrap_cipher.parse_encrypt_key(settings.encrypt_key) if (
         settings.secure_bootstrap) else None
     sessions: dict[str, HttpClient] = {}
 
@@ -84,7 +84,7 @@ def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
 
 def build_verifier(settings: AgentSettings) -> Verifier | None:
     """The MQTT credential check of ``mqtt.verify`` (None when it is off)."""
-    from edge_provision.mqtt import make_verifier
+    from edge_provision.agent.mqtt import make_verifier
 
     return make_verifier(settings)
 
@@ -96,7 +96,7 @@ def run_enroll(
     progress: Callable[[StepEvent], None] | None = None,
 ) -> EnrollResult:
     """Build everything from ``settings`` and run one enrollment."""
-    from edge_provision.agent.renew import write_metrics
+    from edge_provision.agent.renew.renewal import write_metrics
 
     store = build_store(settings)
     verifier = build_verifier(settings)

@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from edge_provision.crypto.pki import IssuedCert
     from edge_provision.layout import Plan, PlannedCertificate
-    from edge_provision.pki import IssuedCert
 
 __all__ = [
     "Backend",

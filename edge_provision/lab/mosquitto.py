@@ -40,9 +40,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_provision import _fs
+from edge_provision import fileio
+from edge_provision.crypto.pki import LocalCA, load_key, parse_certificate
 from edge_provision.errors import ConfigError, StoreError
-from edge_provision.pki import LocalCA, load_key, parse_certificate
 
 if TYPE_CHECKING:
     from edge_provision.lab.models import Backend
@@ -242,7 +242,7 @@ class MosquittoSync:
 
     def start(self) -> None:
         """Write the files, start mosquitto (when running it) and the sync worker."""
-        _fs.ensure_private_dir(self.directory)
+        fileio.ensure_private_dir(self.directory)
         self.admin_password = self._load_admin_password()
         if self.tls_port is not None:
             self._ensure_server_cert()
@@ -252,7 +252,7 @@ class MosquittoSync:
             config = render_config(self.directory, host=self.host, port=self.port,
                                    tls_port=self.tls_port, require_cert=self.require_cert,
                                    cafile=self._ca_dir / LocalCA.CERT_FILE, user=user)  # fmt: skip
-            _fs.atomic_write(self.directory / "mosquitto.conf", config, mode=_fs.SECRET_MODE)
+            fileio.atomic_write(self.directory / "mosquitto.conf", config, mode=fileio.SECRET_MODE)
             self._spawn()
         self._worker = threading.Thread(target=self._loop, name="mosquitto-sync", daemon=True)
         self._worker.start()
@@ -269,10 +269,10 @@ class MosquittoSync:
             changed = [name for name, text in files.items() if self._files.get(name) != text
                        or not (self.directory / name).exists()]  # fmt: skip
             for name in changed:
-                mode = _fs.SECRET_MODE if (self._run or name == "passwd") else _fs.PUBLIC_MODE
+                mode = fileio.SECRET_MODE if (self._run or name == "passwd") else fileio.PUBLIC_MODE
                 if not self._run and name == "passwd":
                     mode = 0o644  # the operator's mosquitto runs as another user
-                _fs.atomic_write(self.directory / name, files[name], mode=mode)
+                fileio.atomic_write(self.directory / name, files[name], mode=mode)
                 self._files[name] = files[name]
             self.syncs += 1
             if changed:
@@ -307,11 +307,11 @@ class MosquittoSync:
         path = self.directory / "admin-password"
         if path.exists():
             try:
-                return _fs.read_text(path, "mqtt admin password").strip()
+                return fileio.read_text(path, "mqtt admin password").strip()
             except ValueError as exc:
                 raise StoreError(str(exc)) from None
         password = secrets.token_urlsafe(24)
-        _fs.atomic_write(path, password + "\n", mode=_fs.SECRET_MODE)
+        fileio.atomic_write(path, password + "\n", mode=fileio.SECRET_MODE)
         return password
 
     def _ensure_server_cert(self) -> None:
@@ -323,8 +323,8 @@ class MosquittoSync:
                     return
         ca = LocalCA.load_or_create(self._ca_dir)
         issued, key_pem = ca.issue_server_cert(["127.0.0.1", "localhost"], _SERVER_CERT_TTL_S)
-        _fs.atomic_write(key_path, key_pem, mode=_fs.SECRET_MODE)
-        _fs.atomic_write(cert_path, issued.cert_pem, mode=_fs.PUBLIC_MODE)
+        fileio.atomic_write(key_path, key_pem, mode=fileio.SECRET_MODE)
+        fileio.atomic_write(cert_path, issued.cert_pem, mode=fileio.PUBLIC_MODE)
         logger.info("mqtt server certificate issued serial=%s", issued.serial)
 
     def _hash_for(self, user: str, password: str) -> str:
@@ -371,8 +371,8 @@ class MosquittoSync:
         if previous is not None and self._crl_serials == revoked:
             return previous  # same set: keep the file byte for byte (no reload)
         try:
-            key_pem = _fs.read_text(self._ca_dir / LocalCA.KEY_FILE, "CA key")
-            cert_pem = _fs.read_text(self._ca_dir / LocalCA.CERT_FILE, "CA certificate")
+            key_pem = fileio.read_text(self._ca_dir / LocalCA.KEY_FILE, "CA key")
+            cert_pem = fileio.read_text(self._ca_dir / LocalCA.CERT_FILE, "CA certificate")
         except ValueError as exc:
             raise StoreError(f"cannot build the CRL: {exc}") from None
         self._crl_serials = revoked

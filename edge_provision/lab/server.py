@@ -28,14 +28,15 @@ from typing import TYPE_CHECKING, Callable
 
 import uvicorn
 
-from edge_provision import _fs, bscrypto
-from edge_provision._logging import register_secret
+from edge_provision import fileio
+from edge_provision.crypto import bootstrap_cipher
+from edge_provision.crypto.pki import LocalCA
 from edge_provision.errors import ConfigError, StoreError
-from edge_provision.lab.app import create_app
 from edge_provision.lab.backends.embedded import EmbeddedBackend
+from edge_provision.lab.http import create_app
 from edge_provision.lab.service import LabService, ServiceInfo
 from edge_provision.layout import Layout, default_layout, load_layout
-from edge_provision.pki import LocalCA
+from edge_provision.logs import register_secret
 from edge_provision.settings import LabSettings
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def _effective_layout(settings: LabSettings) -> Layout:
     """The layout file (or the built-in one) with the settings' overrides applied."""
     if settings.layout_file is not None:
         try:
-            text = _fs.read_text(settings.layout_file, "layout file")
+            text = fileio.read_text(settings.layout_file, "layout file")
         except ValueError as exc:
             raise ConfigError(f"{exc}; check --layout / MF_PROVISION_CONFIG_FILE") from None
         layout = load_layout(text, source=str(settings.layout_file))
@@ -98,7 +99,7 @@ def _load_token(settings: LabSettings, state_dir: Path) -> tuple[str, bool, str]
     path = Path(path)
     if path.exists():
         try:
-            token = _fs.read_text(path, "API token file").strip()
+            token = fileio.read_text(path, "API token file").strip()
         except ValueError as exc:
             raise StoreError(str(exc)) from None
         if not token:
@@ -106,16 +107,16 @@ def _load_token(settings: LabSettings, state_dir: Path) -> tuple[str, bool, str]
                              "new token at the next start")  # fmt: skip
     else:
         token = secrets.token_urlsafe(32)
-        _fs.atomic_write(path, token + "\n", mode=_fs.SECRET_MODE)
+        fileio.atomic_write(path, token + "\n", mode=fileio.SECRET_MODE)
         logger.info("api token generated path=%s", path)
     return token, True, f"token in {path}"
 
 
 def build_service(settings: LabSettings) -> LabService:
     """Open the state directory and build the lab service (caller closes it)."""
-    state_dir = _fs.ensure_private_dir(settings.state_dir)
+    state_dir = fileio.ensure_private_dir(settings.state_dir)
     layout = _effective_layout(settings)
-    encrypt_key = bscrypto.parse_encrypt_key(settings.encrypt_key_hex)
+    encrypt_key = bootstrap_cipher.parse_encrypt_key(settings.encrypt_key_hex)
     token, header_required, auth_hint = _load_token(settings, state_dir)
     register_secret(token)  # the log redaction filter masks it should it ever appear
     ca_dir = state_dir / _CA_DIR

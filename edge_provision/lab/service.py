@@ -1,6 +1,6 @@
 """The lab mapping service: layout plan -> backend, idempotency, certificates, auth.
 
-Everything here is synchronous and HTTP-free: :mod:`edge_provision.lab.app`
+Everything here is synchronous and HTTP-free: :mod:`edge_provision.lab.http`
 parses requests, calls one method (blocking ones in a worker thread) and renders
 the returned JSON-ready dict. Failures are raised as :mod:`edge_provision.errors`
 classes that the app maps to status codes:
@@ -30,7 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from edge_provision import __version__, bscrypto
+from edge_provision import __version__
+from edge_provision.crypto import bootstrap_cipher
+from edge_provision.crypto.pki import IssuedCert, LocalCA
 from edge_provision.errors import AlreadyProvisioned, ProtocolError, Unauthorized
 from edge_provision.lab.auth import THING_SCHEMES, AuthOutcome, check_token, extract_credential
 from edge_provision.lab.models import (
@@ -44,7 +46,6 @@ from edge_provision.lab.models import (
 )
 from edge_provision.layout import Layout, PlannedCertificate, plan
 from edge_provision.metrics import CounterSet, Metric, lab_metrics, render
-from edge_provision.pki import IssuedCert, LocalCA
 
 __all__ = ["OWNER", "LabService", "ServiceInfo", "rfc3339"]
 
@@ -304,7 +305,7 @@ class LabService:
             )
         try:
             blob = bytes.fromhex(token)
-            plain_key = bscrypto.decrypt(self._encrypt_key, blob)
+            plain_key = bootstrap_cipher.decrypt(self._encrypt_key, blob)
         except (ValueError, ProtocolError):
             raise Unauthorized(
                 "the encrypted external key is not hex of IV (16 bytes) || ciphertext; "
@@ -319,7 +320,7 @@ class LabService:
             return None
         self.counters.inc("bootstrap_fetches_total")
         plain = json.dumps(self._bootstrap_body(record), separators=(",", ":")).encode()
-        return bscrypto.encrypt(self._encrypt_key, plain)
+        return bootstrap_cipher.encrypt(self._encrypt_key, plain)
 
     @staticmethod
     def _bootstrap_body(record: BootstrapRecord) -> dict[str, object]:

@@ -2,7 +2,7 @@
 
 ``GET /things/bootstrap/<external_id>`` with ``Authorization: Thing <external_key>``
 (bare key for 0.12), and the "secure" variant whose header and body are
-AES-CFB encrypted with the deployment-wide key (:mod:`edge_provision.bscrypto`).
+AES-CFB encrypted with the deployment-wide key (:mod:`edge_provision.crypto.bootstrap_cipher`).
 
 Both field generations are read: ``mainflux_id``/``mainflux_key``/``mainflux_channels``
 (Mainflux) and ``thing_id``/``thing_key``/``channels`` (Magistrala), plus the lab
@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from edge_provision import bscrypto
+from edge_provision.crypto import bootstrap_cipher
 from edge_provision.errors import ConfigError, ProtocolError, Unauthorized
 from edge_provision.http import AuthScheme, Credential, HttpClient, HttpResponse
 from edge_provision.platform.models import (
@@ -104,7 +104,7 @@ class BootstrapClient:
                     "(MF_BOOTSTRAP_ENCRYPT_KEY, hex); set it or use the plain endpoint over TLS"
                 )
             path = f"/things/bootstrap/secure/{segment}"
-            secret = bscrypto.encrypt_external_key_header(self._encrypt_key, external_key)
+            secret = bootstrap_cipher.encrypt_external_key_header(self._encrypt_key, external_key)
         else:
             path = f"/things/bootstrap/{segment}"
             secret = external_key
@@ -120,7 +120,7 @@ class BootstrapClient:
             return self._refusal(response, external_id, secure)
         if secure:
             assert self._encrypt_key is not None
-            plain = bscrypto.decrypt(self._encrypt_key, response.body)
+            plain = bootstrap_cipher.decrypt(self._encrypt_key, response.body)
             config = _parse_config(plain, response.url, secure=True)
         else:
             config = _parse_config(response.body, response.url, secure=False)

@@ -10,13 +10,13 @@ import pytest
 import requests
 from _agent_proxy import GatedProxy
 
-from edge_provision import pki
 from edge_provision.agent import wiring
 from edge_provision.agent.enroll import EnrollResult
+from edge_provision.agent.store import Store
+from edge_provision.crypto import pki
 from edge_provision.errors import AlreadyProvisioned
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
 from edge_provision.settings import AgentSettings, load_agent_settings, load_lab_settings
-from edge_provision.store import Store
 
 EXT_ID = "02:42:ac:11:00:17"
 EXT_KEY = "integration-external-key-17"

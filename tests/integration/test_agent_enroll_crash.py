@@ -22,9 +22,9 @@ import pytest
 import requests
 from _agent_proxy import GatedProxy
 
+from edge_provision.agent.store import Store
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
 from edge_provision.settings import load_lab_settings
-from edge_provision.store import Store
 from edge_provision.testing import free_port, wait_for
 
 pytestmark = pytest.mark.slow

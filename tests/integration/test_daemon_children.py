@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from _daemon_util import WAIT_S, Notify, stop_daemon
 
-from edge_provision.store import Phase, State, Store
+from edge_provision.agent.store import Phase, State, Store
 
 # The stand-in for `edge-provision enroll|renew --json`: step N of the plan for run N.
 FAKE_CHILD = r'''
@@ -43,7 +43,7 @@ def on_term(signum, frame):
         sys.exit(75)
 signal.signal(signal.SIGTERM, on_term)
 if "state" in step:
-    from edge_provision.store import State, Store
+    from edge_provision.agent.store import State, Store
     store = Store(Path(os.environ["EDGE_PROVISION_STATE_DIR"]))
     with store.lock():
         store.save_state(State(**step["state"]))
@@ -64,8 +64,8 @@ sys.exit(step.get("exit", 0))
 
 RUNNER = r'''
 import json, sys
-from edge_provision._logging import setup_logging
-from edge_provision.agent.daemon import Daemon
+from edge_provision.logs import setup_logging
+from edge_provision.agent.daemon.supervisor import Daemon
 from edge_provision.settings import load_agent_settings
 opts = json.loads(sys.argv[1])
 setup_logging("debug")

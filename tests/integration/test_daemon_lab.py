@@ -21,12 +21,6 @@ import edge_provision
 from edge_provision.testing import free_port
 
 PACKAGE = Path(edge_provision.__file__).resolve().parent
-HAS_RENEW = (PACKAGE / "_cli" / "renew.py").exists()
-
-pytestmark = pytest.mark.skipif(
-    not (PACKAGE / "_cli" / "agent.py").exists(),
-    reason="the enroll command (edge_provision/_cli/agent.py) is not written yet",
-)
 
 
 @pytest.fixture
@@ -115,10 +109,7 @@ def test_sigusr1_runs_a_child_at_once(procs: Procs, notify: Notify, tmp_path: Pa
     daemon.send_signal(signal.SIGUSR1)
     notify.status("renewing: generation 1", 5)
     assert time.monotonic() - t0 < 5
-    if HAS_RENEW:
-        notify.status("provisioned: generation")
-    else:  # without the renew command the child fails with a usage error (exit 2)
-        notify.status("failed: renew exited with code 2")
+    notify.status("provisioned: generation")
     assert daemon.poll() is None
     assert _stop(daemon, notify)[0] == 0
 

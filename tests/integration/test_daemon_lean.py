@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 
 import edge_provision
-from edge_provision.store import Phase, State, Store
+from edge_provision.agent.store import Phase, State, Store
 
 PACKAGE = Path(edge_provision.__file__).resolve().parent
 HEAVY = "('requests','cryptography','paho','psutil','urllib3')"
 ALLOWED = {
-    "edge_provision", "edge_provision.settings", "edge_provision.store",
-    "edge_provision._store_model", "edge_provision.agent.systemd", "edge_provision._logging",
-    "edge_provision.errors", "edge_provision._fs", "edge_provision.agent.backoff",
-    "edge_provision.agent.schedule", "edge_provision.agent._children",
+    "edge_provision", "edge_provision.settings", "edge_provision.agent.store",
+    "edge_provision.agent.store.model", "edge_provision.agent.daemon.systemd",
+    "edge_provision.logs",
+    "edge_provision.errors", "edge_provision.fileio", "edge_provision.agent.backoff",
+    "edge_provision.agent.daemon.schedule", "edge_provision.agent.daemon.children",
 }
 
 
@@ -35,14 +36,14 @@ def _loaded_heavy(module: str) -> str:
     return out.stdout.strip()
 
 
-@pytest.mark.parametrize("module", ["edge_provision.agent.daemon", "edge_provision.cli"])
+@pytest.mark.parametrize("module", ["edge_provision.agent.daemon.supervisor", "edge_provision.cli"])
 def test_no_heavy_library_is_imported(module: str) -> None:
     """Importing the daemon (and the CLI that starts it) loads no requests/crypto/paho/psutil."""
     assert _loaded_heavy(module) == "[]"
 
 
 # Imported inside a function, only when mqtt.control_listener is on.
-LAZY = {"edge_provision.agent.control"}
+LAZY = {"edge_provision.agent.daemon.control"}
 
 
 def _imports(nodes: list[ast.AST]) -> set[str]:
@@ -55,7 +56,8 @@ def _imports(nodes: list[ast.AST]) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("name", ["daemon.py", "_children.py", "schedule.py", "backoff.py"])
+@pytest.mark.parametrize(
+    "name", ["daemon/supervisor.py", "daemon/children.py", "daemon/schedule.py", "backoff.py"])
 def test_daemon_modules_import_only_the_core(name: str) -> None:
     """daemon, _children, schedule and backoff import only the stdlib and the small core modules."""
     tree = ast.parse((PACKAGE / "agent" / name).read_text(encoding="utf-8"))

@@ -23,9 +23,10 @@ import pytest
 from _daemon_util import WAIT_S, Notify, Procs, cli, daemon_env, stop_daemon
 from _mqtt_lab import MOSQUITTO, Subscriber, needs_mosquitto, senml
 
-from edge_provision import mqtt, pki
+from edge_provision.agent import mqtt
+from edge_provision.agent.store import Generation, Store
+from edge_provision.crypto import pki
 from edge_provision.lab.mosquitto import ADMIN_USER
-from edge_provision.store import Generation, Store
 
 pytestmark = needs_mosquitto
 
@@ -290,16 +291,16 @@ def test_listener_on_without_a_broker_retries_and_never_blocks(
 
 
 def test_listener_off_never_imports_mqtt(tmp_path: Path) -> None:
-    """With mqtt.control_listener off, a started daemon has not imported edge_provision.mqtt."""
+    """With mqtt.control_listener off, a started daemon has not imported agent.mqtt."""
     code = (
         "import sys, signal, threading, os\n"
         "from edge_provision.settings import load_agent_settings\n"
-        "from edge_provision.agent.daemon import Daemon\n"
+        "from edge_provision.agent.daemon.supervisor import Daemon\n"
         f"s = load_agent_settings(env={{'EDGE_PROVISION_STATE_DIR': {str(tmp_path)!r}}})\n"
         "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
         "Daemon(s, argv_prefix=[sys.executable, '-c', 'raise SystemExit(75)'], env={}).run()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'paho'"
-        " or m in ('edge_provision.mqtt', 'edge_provision.agent.control', 'ssl')))\n"
+        " or m in ('edge_provision.agent.mqtt', 'edge_provision.agent.daemon.control', 'ssl')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, check=True)  # fmt: skip

@@ -17,6 +17,7 @@ from typing import Callable, TypeVar
 
 import pytest
 
+from edge_provision.crypto.pki import IssuedCert, LocalCA, parse_certificate, verify_chain
 from edge_provision.errors import AlreadyProvisioned, Rejected, StoreError
 from edge_provision.lab.backends.embedded import EmbeddedBackend
 from edge_provision.lab.models import CertIssuer, MappingRecord, ThingRecord
@@ -29,7 +30,6 @@ from edge_provision.layout import (
     load_layout,
     plan,
 )
-from edge_provision.pki import IssuedCert, LocalCA, parse_certificate, verify_chain
 
 MULTI_LAYOUT = """
 [bootstrap]

@@ -10,7 +10,7 @@ import pytest
 import requests
 from _lab_util import lab_settings
 
-from edge_provision import bscrypto
+from edge_provision.crypto import bootstrap_cipher
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
 
 TIMEOUT = 10
@@ -130,23 +130,24 @@ def test_missing_header_is_401(lab: RunningLabServer) -> None:
 
 def test_secure_bootstrap(tmp_path: Path) -> None:
     """Encrypted key in, raw iv||AES-CFB(json) out, with the configured key."""
-    key = bscrypto.parse_encrypt_key(ENC_KEY_HEX)
+    key = bootstrap_cipher.parse_encrypt_key(ENC_KEY_HEX)
     with start_in_thread(lab_settings(tmp_path, encrypt_key_hex=ENC_KEY_HEX)) as lab:
         provision(lab, token_of(tmp_path), "gw-sec", "sec-key")
         plain = fetch(lab, "gw-sec", "Thing sec-key").json()
         for form in ("Thing {}", "{}"):
-            header = form.format(bscrypto.encrypt_external_key_header(key, "sec-key"))
+            header = form.format(bootstrap_cipher.encrypt_external_key_header(key, "sec-key"))
             resp = fetch(lab, "gw-sec", header, secure=True)
             assert resp.status_code == 200
             assert resp.headers["Content-Type"] == "application/json"
-            assert json.loads(bscrypto.decrypt(key, resp.content)) == plain
-        wrong = fetch(lab, "gw-sec", "Thing " + bscrypto.encrypt_external_key_header(key, "no"),
+            assert json.loads(bootstrap_cipher.decrypt(key, resp.content)) == plain
+        header = bootstrap_cipher.encrypt_external_key_header(key, "no")
+        wrong = fetch(lab, "gw-sec", "Thing " + header,
                       secure=True)
         unknown = fetch(lab, "gw-none",
-                        "Thing " + bscrypto.encrypt_external_key_header(key, "sec-key"),
+                        "Thing " + bootstrap_cipher.encrypt_external_key_header(key, "sec-key"),
                         secure=True)
-        other_key = bscrypto.parse_encrypt_key(bscrypto.DEFAULT_ENCRYPT_KEY_HEX)
-        foreign = fetch(lab, "gw-sec", "Thing " + bscrypto.encrypt_external_key_header(
+        other_key = bootstrap_cipher.parse_encrypt_key(bootstrap_cipher.DEFAULT_ENCRYPT_KEY_HEX)
+        foreign = fetch(lab, "gw-sec", "Thing " + bootstrap_cipher.encrypt_external_key_header(
             other_key, "sec-key"), secure=True)
         assert wrong.status_code == unknown.status_code == foreign.status_code == 404
         assert wrong.json() == unknown.json() == foreign.json() == NOT_FOUND

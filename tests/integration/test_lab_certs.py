@@ -10,7 +10,7 @@ import pytest
 import requests
 from _lab_util import lab_settings
 
-from edge_provision import pki
+from edge_provision.crypto import pki
 from edge_provision.errors import CertificateError
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
 

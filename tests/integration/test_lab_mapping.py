@@ -14,14 +14,15 @@ from _lab_util import lab_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_provision import __version__, bscrypto
-from edge_provision.lab.app import create_app
+from edge_provision import __version__
+from edge_provision.crypto import bootstrap_cipher
+from edge_provision.crypto.pki import LocalCA
 from edge_provision.lab.backends.embedded import EmbeddedBackend
+from edge_provision.lab.http import create_app
 from edge_provision.lab.models import CertIssuer, MappingRecord
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
 from edge_provision.lab.service import LabService, ServiceInfo
 from edge_provision.layout import Plan, default_layout
-from edge_provision.pki import LocalCA
 
 TIMEOUT = 10
 MULTI_LAYOUT = """
@@ -357,7 +358,7 @@ def test_unexpected_error_is_logged_500(tmp_path: Path, caplog: pytest.LogCaptur
     service = LabService(
         backend=_ExplodingBackend(tmp_path / "lab.db"), ca=LocalCA.create(),
         layout=default_layout(), token="op", header_required=False,
-        encrypt_key=bscrypto.parse_encrypt_key(bscrypto.DEFAULT_ENCRYPT_KEY_HEX),
+        encrypt_key=bootstrap_cipher.parse_encrypt_key(bootstrap_cipher.DEFAULT_ENCRYPT_KEY_HEX),
         info=ServiceInfo("<built-in>", 1, 2, tmp_path / "lab.db", tmp_path / "ca.crt",
                          "token from test", False),
     )

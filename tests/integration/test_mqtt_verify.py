@@ -19,7 +19,7 @@ from _mqtt_lab import (
     wait_until,
 )
 
-from edge_provision import mqtt
+from edge_provision.agent import mqtt
 from edge_provision.errors import MqttAuthError, MqttError, MqttUnavailable
 from edge_provision.lab.mosquitto import ADMIN_USER
 from edge_provision.testing import ThrowawayCA

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from edge_provision import bscrypto
+from edge_provision.crypto import bootstrap_cipher
 from edge_provision.errors import ConfigError, ProtocolError, ServiceUnavailable, Unauthorized
 from edge_provision.http import AuthScheme, HttpClient
 from edge_provision.platform import BootstrapClient, BootstrapConfig
@@ -33,7 +33,7 @@ CONTENT = json.dumps(
 )
 PATH = f"/things/bootstrap/{EXT_ID}"
 SECURE_PATH = f"/things/bootstrap/secure/{EXT_ID}"
-ENC_KEY = bscrypto.parse_encrypt_key(bscrypto.DEFAULT_ENCRYPT_KEY_HEX)
+ENC_KEY = bootstrap_cipher.parse_encrypt_key(bootstrap_cipher.DEFAULT_ENCRYPT_KEY_HEX)
 
 MAINFLUX_BODY = {
     "mainflux_id": THING_ID,
@@ -272,7 +272,7 @@ def test_external_id_is_quoted(server: FakeServer, http: HttpClient) -> None:
 
 def test_secure_round_trip(server: FakeServer, http: HttpClient) -> None:
     """Secure variant: encrypted key in the header, raw encrypted body decrypted with the key."""
-    blob = bscrypto.encrypt(ENC_KEY, json.dumps(MAINFLUX_BODY).encode())
+    blob = bootstrap_cipher.encrypt(ENC_KEY, json.dumps(MAINFLUX_BODY).encode())
     server.add("GET", SECURE_PATH, Reply(body=blob, headers={"Content-Type": "application/json"}))
     config = _modern(http, encrypt_key=ENC_KEY).fetch(EXT_ID, EXT_KEY, secure=True)
     assert config is not None and config.thing_key == THING_KEY
@@ -282,24 +282,24 @@ def test_secure_round_trip(server: FakeServer, http: HttpClient) -> None:
     assert header.startswith("Thing ")
     token = header[len("Thing ") :]
     assert EXT_KEY not in token
-    assert bscrypto.decrypt_external_key_header(ENC_KEY, token) == EXT_KEY
+    assert bootstrap_cipher.decrypt_external_key_header(ENC_KEY, token) == EXT_KEY
 
 
 def test_secure_bare_header(server: FakeServer, http: HttpClient) -> None:
     """With the bare scheme the secure header is the hex token alone."""
-    blob = bscrypto.encrypt(ENC_KEY, json.dumps(MAINFLUX_BODY).encode())
+    blob = bootstrap_cipher.encrypt(ENC_KEY, json.dumps(MAINFLUX_BODY).encode())
     server.add("GET", SECURE_PATH, Reply(body=blob))
     BootstrapClient(http, auth_scheme=AuthScheme.BARE, encrypt_key=ENC_KEY).fetch(
         EXT_ID, EXT_KEY, secure=True
     )
     token = server.requests[0].headers["Authorization"]
-    assert bscrypto.decrypt_external_key_header(ENC_KEY, token) == EXT_KEY
+    assert bootstrap_cipher.decrypt_external_key_header(ENC_KEY, token) == EXT_KEY
 
 
 def test_secure_with_other_key_is_protocol_error(server: FakeServer, http: HttpClient) -> None:
     """A body encrypted under another key decrypts to garbage: ProtocolError naming the key."""
     other = bytes(range(16))
-    blob = bscrypto.encrypt(other, json.dumps(MAINFLUX_BODY).encode())
+    blob = bootstrap_cipher.encrypt(other, json.dumps(MAINFLUX_BODY).encode())
     server.add("GET", SECURE_PATH, Reply(body=blob))
     with pytest.raises(ProtocolError, match="MF_BOOTSTRAP_ENCRYPT_KEY"):
         _modern(http, encrypt_key=ENC_KEY).fetch(EXT_ID, EXT_KEY, secure=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_provision import pki
+from edge_provision.crypto import pki
 from edge_provision.errors import ProtocolError, ServiceUnavailable, Unauthorized
 from edge_provision.http import AuthScheme, HttpClient
 from edge_provision.platform import CertsClient, IssuedCertificate, SignedCertificate

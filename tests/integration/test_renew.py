@@ -22,12 +22,13 @@ from _mqtt_lab import (
     wait_until,
 )
 
-from edge_provision import mqtt, pki
-from edge_provision.agent.renew import renew, run_renew
+from edge_provision.agent import mqtt
+from edge_provision.agent.renew.renewal import renew, run_renew
+from edge_provision.agent.store import Store
 from edge_provision.agent.wiring import build_clients, build_store, build_verifier, run_enroll
+from edge_provision.crypto import pki
 from edge_provision.errors import CertificateError, ServiceUnavailable
 from edge_provision.lab.mosquitto import ADMIN_USER
-from edge_provision.store import Store
 from edge_provision.testing import FakeServer, Reply, ThrowawayCA
 
 pytestmark = needs_mosquitto

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from edge_provision.store import Phase, Store
+from edge_provision.agent.store import Phase, Store
 
 ITERATIONS = 20
 MAX_KILL_DELAY_S = 0.05
@@ -19,7 +19,7 @@ MAX_KILL_DELAY_S = 0.05
 WRITER = """
 import json, sys, time
 from pathlib import Path
-from edge_provision.store import GenerationData, Store, StoredChannel, StoredThing
+from edge_provision.agent.store import GenerationData, Store, StoredChannel, StoredThing
 
 store = Store(Path(sys.argv[1]))
 run = int(sys.argv[2])

@@ -7,13 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from edge_provision.store import Store
+from edge_provision.agent.store import Store
 
 CHILD = """
 import sys
 from pathlib import Path
 from edge_provision.errors import StoreError
-from edge_provision.store import Store
+from edge_provision.agent.store import Store
 store = Store(Path(sys.argv[1]))
 try:
     with store.lock(blocking=sys.argv[2] == "block"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_provision import pki
+from edge_provision.crypto import pki
 from edge_provision.testing import (
     UNMATCHED_STATUS,
     FakeServer,

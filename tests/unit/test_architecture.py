@@ -91,18 +91,20 @@ def test_layout_engine_is_pure() -> None:
             else:
                 assert imp.split(".")[0] in STDLIB | {"__future__"}, (name, imp)
     assert seen <= {"edge_provision.layout", "edge_provision.errors"} | {
-        m for m in MODULES if m.startswith("edge_provision._layout")
+        m for m in MODULES if m.startswith("edge_provision.layout.")
     }, seen
 
 
-@pytest.mark.parametrize("module", ["edge_provision.pki", "edge_provision.bscrypto",
-                                    "edge_provision._ca", "edge_provision._pki_base"])
+@pytest.mark.parametrize("module", [
+    "edge_provision.crypto.pki", "edge_provision.crypto.bootstrap_cipher",
+    "edge_provision.crypto.ca", "edge_provision.crypto.keys",
+])
 def test_crypto_helpers_are_pure(module: str) -> None:
-    """pki (with _ca, _pki_base) and bscrypto use only the stdlib, cryptography, errors and _fs."""
+    """The crypto modules use only the stdlib, cryptography, errors and fileio."""
     if module not in MODULES:
         pytest.fail(f"{module} is missing")
-    allowed = {"edge_provision.errors", "edge_provision._fs", "edge_provision",
-               "edge_provision._ca", "edge_provision._pki_base"}
+    allowed = {"edge_provision.errors", "edge_provision.fileio", "edge_provision",
+               "edge_provision.crypto.ca", "edge_provision.crypto.keys"}
     foreign = {
         imp for imp in _imports(MODULES[module])
         if imp.split(".")[0] not in STDLIB | {"cryptography", "__future__"}
@@ -121,13 +123,13 @@ def test_agent_and_lab_never_import_each_other() -> None:
             assert not any(d.startswith("edge_provision.agent") for d in deps), name
 
 
-@pytest.mark.parametrize("leaf", ["edge_provision.errors", "edge_provision._fs",
-                                  "edge_provision._settings_parse",
-                                  "edge_provision.settings", "edge_provision._logging"])
+@pytest.mark.parametrize("leaf", ["edge_provision.errors", "edge_provision.fileio",
+                                  "edge_provision.settings._parse",
+                                  "edge_provision.settings", "edge_provision.logs"])
 def test_leaves_depend_on_nothing_above_them(leaf: str) -> None:
     """errors, _fs, settings and _logging only use each other."""
-    allowed = {"edge_provision", "edge_provision.errors", "edge_provision._fs",
-               "edge_provision._settings_parse"}
+    allowed = {"edge_provision", "edge_provision.errors", "edge_provision.fileio",
+               "edge_provision.settings._parse"}
     deps = {_top_module(i) for i in _project_imports(leaf)} - {leaf}
     assert deps <= allowed, deps
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_provision.agent._children import error_of as _error_of
-from edge_provision.agent.daemon import (
+from edge_provision.agent.daemon.children import error_of as _error_of
+from edge_provision.agent.daemon.supervisor import (
     CHILD_ENV_DROP,
     SystemClock,
     command_prefix,

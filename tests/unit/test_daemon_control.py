@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from edge_provision.agent.backoff import Backoff
-from edge_provision.agent.control import WAKE_BYTE, ControlBridge
-from edge_provision.agent.schedule import (
+from edge_provision.agent.daemon.control import WAKE_BYTE, ControlBridge
+from edge_provision.agent.daemon.schedule import (
     Decision,
     Event,
     EventKind,
@@ -22,9 +22,9 @@ from edge_provision.agent.schedule import (
     Snapshot,
     decide,
 )
-from edge_provision.mqtt import ControlCommand, ControlListener, MqttTarget
+from edge_provision.agent.mqtt import ControlCommand, ControlListener, MqttTarget
+from edge_provision.agent.store import Phase
 from edge_provision.settings import load_agent_settings
-from edge_provision.store import Phase
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
 LATER = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
@@ -125,7 +125,7 @@ def test_answer_on_a_disconnected_listener_is_dropped_and_logged(
         bridge = ControlBridge(wfd)
         bridge.push(ControlCommand("r9", "status"), _listener())
         (request,) = bridge.take()
-        with caplog.at_level(logging.WARNING, logger="edge_provision.agent.control"):
+        with caplog.at_level(logging.WARNING, logger="edge_provision.agent.daemon.control"):
             request.answer("provisioned")
         assert "control reply dropped name=status request_id=r9" in caplog.text
     finally:
@@ -155,7 +155,7 @@ def test_restart_for_a_missing_generation_ends_its_thread(
     rfd, wfd = os.pipe()
     try:
         bridge = ControlBridge(wfd)
-        with caplog.at_level(logging.INFO, logger="edge_provision.agent.control"):
+        with caplog.at_level(logging.INFO, logger="edge_provision.agent.daemon.control"):
             bridge.restart(settings, 3)
             assert bridge.generation == 3
             deadline = time.monotonic() + 5

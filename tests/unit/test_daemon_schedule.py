@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_provision.agent.backoff import Backoff
-from edge_provision.agent.schedule import (
+from edge_provision.agent.daemon.schedule import (
     MIN_RERUN_S,
     ChildResult,
     Decision,
@@ -26,7 +26,7 @@ from edge_provision.agent.schedule import (
     human_delay,
     parse_time,
 )
-from edge_provision.store import Phase, State
+from edge_provision.agent.store import Phase, State
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
 LATER = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)

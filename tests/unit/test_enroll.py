@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_provision import bscrypto
 from edge_provision.agent import wiring
 from edge_provision.agent.enroll import EnrollResult, StepEvent, Verifier, enroll
+from edge_provision.agent.store import Phase, Store
+from edge_provision.crypto import bootstrap_cipher
 from edge_provision.errors import (
     AlreadyProvisioned,
     CertificateError,
@@ -24,7 +25,6 @@ from edge_provision.errors import (
     Unauthorized,
 )
 from edge_provision.settings import AgentSettings, load_agent_settings
-from edge_provision.store import Phase, Store
 from edge_provision.testing import FakeServer, Reply, ThrowawayCA
 
 EXT_ID = "02:42:ac:11:00:07"
@@ -301,15 +301,15 @@ def test_wrong_external_key_on_lookup_says_what_to_do(tmp_path: Path,
 def test_secure_bootstrap_encrypts_the_key_and_reads_the_body(tmp_path: Path,
                                                              server: FakeServer) -> None:
     """The secure endpoint gets an encrypted key and answers an encrypted body."""
-    key = bscrypto.parse_encrypt_key(bscrypto.DEFAULT_ENCRYPT_KEY_HEX)
-    blob = bscrypto.encrypt(key, json.dumps(BOOTSTRAP).encode())
+    key = bootstrap_cipher.parse_encrypt_key(bootstrap_cipher.DEFAULT_ENCRYPT_KEY_HEX)
+    blob = bootstrap_cipher.encrypt(key, json.dumps(BOOTSTRAP).encode())
     server.add("GET", f"/things/bootstrap/secure/{EXT_ID}", Reply(200, body=blob))
     server.add("GET", "/health", Reply(200, json={"status": "pass"}))
     result = run(make_settings(tmp_path, server, secure_bootstrap=True))
     assert result.thing_id == THING["id"]
     header = server.requests[0].headers["Authorization"]
     assert header.startswith("Thing ") and EXT_KEY not in header
-    assert bscrypto.decrypt_external_key_header(key, header[len("Thing "):]) == EXT_KEY
+    assert bootstrap_cipher.decrypt_external_key_header(key, header[len("Thing "):]) == EXT_KEY
 
 
 def test_platform_certificates_are_stored(tmp_path: Path, server: FakeServer) -> None:

@@ -18,8 +18,8 @@ from edge_provision.agent.handoff import (
     render_export_config,
     to_toml,
 )
+from edge_provision.agent.store import Generation, GenerationData, Store, StoredChannel, StoredThing
 from edge_provision.settings import AgentSettings, load_agent_settings
-from edge_provision.store import Generation, GenerationData, Store, StoredChannel, StoredThing
 from edge_provision.testing import ThrowawayCA
 
 if sys.version_info >= (3, 11):

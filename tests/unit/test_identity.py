@@ -1,4 +1,4 @@
-"""Tests for edge_provision.identity: interface choice, MAC formats, persistence."""
+"""Tests for edge_provision.agent.identity: interface choice, MAC formats, persistence."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_provision.errors import ConfigError, IdentityError
-from edge_provision.identity import (
+from edge_provision.agent.identity import (
     IDENTITY_FILE,
     Identity,
     InterfaceInfo,
@@ -30,6 +29,7 @@ from edge_provision.identity import (
     pick_interface,
     resolve_identity,
 )
+from edge_provision.errors import ConfigError, IdentityError
 
 ETH0 = InterfaceInfo(name="eth0", mac="00:1a:2b:3c:4d:5e", index=2, is_up=True)
 ETH1 = InterfaceInfo(name="eth1", mac="00:1a:2b:3c:4d:5f", index=3, is_up=True)
@@ -343,7 +343,7 @@ def test_stored_id_kept_when_format_changes_with_warning(
 ) -> None:
     """Changing the format after the first run keeps the stored id and warns about it."""
     resolve_identity(tmp_path, interfaces=[ETH0])
-    with caplog.at_level(logging.WARNING, logger="edge_provision.identity"):
+    with caplog.at_level(logging.WARNING, logger="edge_provision.agent.identity"):
         again = resolve_identity(tmp_path, interfaces=[ETH0], mac_format=MacFormat.PLAIN_UPPER)
     assert again.external_id == "00:1a:2b:3c:4d:5e"
     assert "settings_give=001A2B3C4D5E" in caplog.text
@@ -354,7 +354,7 @@ def test_override_wins_is_persisted_and_warns(
 ) -> None:
     """An explicit external_id wins over the stored one, replaces it and logs both ids."""
     first = resolve_identity(tmp_path, interfaces=[ETH0])
-    with caplog.at_level(logging.WARNING, logger="edge_provision.identity"):
+    with caplog.at_level(logging.WARNING, logger="edge_provision.agent.identity"):
         forced = resolve_identity(tmp_path, external_id="gw-manual-1", interfaces=[ETH0])
     assert forced.external_id == "gw-manual-1"
     assert forced.external_id_source == "setting"
@@ -497,7 +497,7 @@ def test_external_key_never_logged_or_shown_in_repr(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The key appears neither in any log record nor in the Identity repr."""
-    with caplog.at_level(logging.DEBUG, logger="edge_provision.identity"):
+    with caplog.at_level(logging.DEBUG, logger="edge_provision.agent.identity"):
         ident = resolve_identity(tmp_path, interfaces=[ETH0])
         resolve_identity(
             tmp_path, external_id="gw-2", external_key="sekrit-key-1", interfaces=[ETH0]

@@ -10,8 +10,8 @@ import pytest
 from cryptography import x509
 
 from edge_provision import metrics
+from edge_provision.crypto.pki import LocalCA, key_to_pem
 from edge_provision.lab import mosquitto
-from edge_provision.pki import LocalCA, key_to_pem
 
 
 def test_hash_format_is_mosquitto_pbkdf2_sha512() -> None:

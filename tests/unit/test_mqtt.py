@@ -7,7 +7,7 @@ import ssl
 
 import pytest
 
-from edge_provision import mqtt
+from edge_provision.agent import mqtt
 from edge_provision.errors import ConfigError, MqttAuthError, MqttError, MqttUnavailable
 
 

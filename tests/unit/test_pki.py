@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from edge_provision.errors import CertificateError
-from edge_provision.pki import (
+from edge_provision.crypto.pki import (
     CLOCK_SKEW_S,
     LocalCA,
     cert_matches_key,
@@ -25,6 +24,7 @@ from edge_provision.pki import (
     parse_certificate,
     verify_chain,
 )
+from edge_provision.errors import CertificateError
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_provision.renewal import RenewalPolicy, earliest_renewal, renewal_due, renewal_time
+from edge_provision.agent.renew.policy import (
+    RenewalPolicy,
+    earliest_renewal,
+    renewal_due,
+    renewal_time,
+)
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 NO_JITTER = RenewalPolicy(jitter_s=0)

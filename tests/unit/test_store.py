@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_provision.errors import StoreError
-from edge_provision.store import (
+from edge_provision.agent.store import (
     JOURNAL_LIMIT,
     GenerationData,
     JournalEntry,
@@ -23,6 +22,7 @@ from edge_provision.store import (
     StoredChannel,
     StoredThing,
 )
+from edge_provision.errors import StoreError
 
 GATEWAY_ID = "6c1e2f0a-0000-4000-8000-000000000001"
 OTHER_ID = "6c1e2f0a-0000-4000-8000-000000000002"
@@ -144,7 +144,7 @@ def test_damaged_state_falls_back_to_prev(
     saved(store, State(phase=Phase.ENROLLING), State(phase=Phase.PROVISIONED))
     assert callable(damage)
     store.state_path.write_bytes(damage(store.state_path.read_bytes()))
-    with caplog.at_level(logging.WARNING, logger="edge_provision.store"):
+    with caplog.at_level(logging.WARNING, logger="edge_provision.agent.store"):
         state = store.load_state()
     assert state.phase is Phase.ENROLLING
     assert store.recovered_from == "state.json.prev"
@@ -156,7 +156,7 @@ def test_both_damaged_gives_fresh_state(store: Store, caplog: pytest.LogCaptureF
     saved(store, State(phase=Phase.ENROLLING), State(phase=Phase.PROVISIONED))
     store.state_path.write_bytes(b"{not json")
     store.prev_path.write_bytes(b'{"version": 1, "state": {}, "sha256": "00"}')
-    with caplog.at_level(logging.WARNING, logger="edge_provision.store"):
+    with caplog.at_level(logging.WARNING, logger="edge_provision.agent.store"):
         state = store.load_state()
     assert state == State()
     assert store.recovered_from == "fresh"
@@ -328,7 +328,7 @@ def test_damaged_current_falls_back_to_older_valid(
     raw2 = bytearray((store.generations_dir / "2" / "bootstrap.json").read_bytes())
     raw2[0] ^= 0x20  # generation 2 is damaged as well: 1 is the newest valid one
     (store.generations_dir / "2" / "bootstrap.json").write_bytes(bytes(raw2))
-    with caplog.at_level(logging.WARNING, logger="edge_provision.store"):
+    with caplog.at_level(logging.WARNING, logger="edge_provision.agent.store"):
         gen = store.current_generation()
     assert gen is not None
     assert gen.number == 1 and gen.is_fallback and gen.fallback_from == 3

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_provision.agent.systemd import Notifier, journal_logging_wanted, watchdog_interval_s
+from edge_provision.agent.daemon.systemd import (
+    Notifier,
+    journal_logging_wanted,
+    watchdog_interval_s,
+)
 
 
 @pytest.fixture
@@ -106,7 +110,7 @@ def test_send_failure_is_logged_once_never_raised(
 ) -> None:
     """A socket path nobody listens on: False, one debug record, no exception."""
     notifier = Notifier(str(tmp_path / "nobody.sock"))
-    with caplog.at_level(logging.DEBUG, logger="edge_provision.agent.systemd"):
+    with caplog.at_level(logging.DEBUG, logger="edge_provision.agent.daemon.systemd"):
         results = [notifier.ready(), notifier.watchdog(), notifier.stopping()]
     assert results == [False, False, False]
     assert len([r for r in caplog.records if "sd_notify failed" in r.getMessage()]) == 1

@@ -1,0 +1,449 @@
+"""Certificate renewal, credential checks and self-repair (``edge-provision renew``).
+
+One run, under the store lock:
+
+* **renew** (certificates due per :mod:`edge_provision.agent.renew.policy`, or ``force``): a new key
+  on the gateway and a CSR to the lab server (``POST /certs/csr``); against an upstream
+  Mainflux Certs service without a CSR path, ``POST /certs`` (server-made key). The new
+  certificate must chain to the CA this gateway already trusts (the current generation's
+  ``ca.crt``; the server's CA only when none is stored) and match its key. It goes into a
+  NEW generation (the other files copied from the current one), which is checked over
+  MQTT when configured and only then becomes ``current``. Hand-off and prune follow.
+* **check** (``State.next_action == "check"``, no certificates, or not yet due): the
+  current credentials are checked over MQTT (and, on the check path, the bootstrap
+  config is fetched again and compared).
+* **reprovision**: when the platform refuses our credentials (MQTT auth refused, TLS
+  client certificate rejected e.g. revoked, CSR signing refused), the bootstrap config is
+  fetched again: gone (404) or a different thing id/key -> enrollment again
+  (:func:`edge_provision.agent.enroll.enroll` with ``force``); the same thing with
+  certificates -> new certificates. Every repair is journalled and visible in ``status``.
+
+On failure the previous generation stays current; ``State.last_error``, the journal and
+``next_action_at`` (capped exponential backoff with full jitter; ``permanent_retry_s`` for
+errors a human must fix) record it, and the error is raised (non-zero exit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Optional
+
+from edge_provision.agent.backoff import backoff_delay_s
+from edge_provision.agent.enroll import EnrollClients, Verifier, enroll
+from edge_provision.agent.handoff import hand_off
+from edge_provision.agent.identity import Identity, MacFormat, resolve_identity
+from edge_provision.agent.renew.policy import RenewalPolicy, earliest_renewal, renewal_time
+from edge_provision.agent.store import Generation, GenerationData, Phase, State, Store
+from edge_provision.crypto import pki
+from edge_provision.errors import (
+    CertificateError,
+    ConfigError,
+    EdgeProvisionError,
+    MqttAuthError,
+    StoreError,
+    TransientError,
+    Unauthorized,
+)
+from edge_provision.metrics import agent_metrics, render, write_textfile
+from edge_provision.settings import AgentSettings
+
+__all__ = ["RenewResult", "renew", "run_renew", "write_metrics"]
+
+logger = logging.getLogger(__name__)
+
+_CHECK_INTERVAL = timedelta(hours=24)
+_DUE_TOLERANCE = timedelta(seconds=1)  # next_action_at is stored with whole seconds
+_ATTEMPT = "renew_attempt"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def _parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class RenewResult:
+    """What one ``renew`` run did (the ``--json`` document, without secrets)."""
+
+    ok: bool
+    renewed: bool
+    generation: Optional[int]
+    serial: Optional[str]
+    not_after: Optional[str]
+    next_renewal_at: Optional[str]
+    reason: str
+    reprovisioned: bool = False
+    next_action: Optional[str] = None
+
+    def to_dict(self) -> dict[str, object]:
+        """``{ok, renewed, generation, serial, not_after, next_renewal_at, reason, ...}``."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _Run:
+    settings: AgentSettings
+    store: Store
+    clients: EnrollClients
+    verifier: Optional[Verifier]
+    clock: Callable[[], datetime]
+    rng: random.Random
+    step: str = "renew"
+
+    def update(self, change: Callable[[State], State]) -> State:
+        state = change(self.store.load_state())
+        self.store.save_state(state)
+        return state
+
+    def journal(self, status: str, detail: Mapping[str, str] | None = None) -> None:
+        at = _iso(self.clock())
+        self.update(lambda s: s.record(self.step, status, detail, at=at))
+
+
+def _cert_infos(generation: Generation) -> dict[str, pki.CertInfo]:
+    out: dict[str, pki.CertInfo] = {}
+    for thing_id in generation.certificates:
+        pem = generation.read_certificate(thing_id)
+        if pem is not None:
+            out[thing_id] = pki.parse_certificate(pem[0])
+    return out
+
+
+def _policy(settings: AgentSettings) -> RenewalPolicy:
+    return RenewalPolicy(renew_before_s=settings.renew_before_s)
+
+
+def _schedule(generation: Generation, settings: AgentSettings, now: datetime
+              ) -> tuple[str, str, Optional[str]]:  # fmt: skip
+    """(next_action, next_action_at, next renewal time or None) for ``generation``."""
+    infos = _cert_infos(generation)
+    when = earliest_renewal(((i.serial, i.not_before, i.not_after) for i in infos.values()),
+                            _policy(settings))  # fmt: skip
+    if when is None:
+        return "check", _iso(now + _CHECK_INTERVAL), None
+    return "renew", _iso(when), _iso(when)
+
+
+def _identity(settings: AgentSettings) -> Identity:
+    return resolve_identity(
+        settings.state_dir, external_id=settings.external_id, external_key=settings.external_key,
+        interface=settings.interface, mac_format=MacFormat(settings.mac_format),
+        prefix=settings.id_prefix,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def renew(
+    settings: AgentSettings,
+    store: Store,
+    clients: EnrollClients,
+    *,
+    verifier: Verifier | None = None,
+    force: bool = False,
+    clock: Callable[[], datetime] | None = None,
+    rng: random.Random | None = None,
+) -> RenewResult:
+    """Renew, check or repair this gateway's credentials (see the module docstring)."""
+    run = _Run(settings, store, clients, verifier,
+               clock or (lambda: datetime.now(timezone.utc)), rng or random.Random())  # fmt: skip
+    with store.lock(blocking=False):
+        store.cleanup_temp()
+        current = store.current_generation()
+        if current is None:
+            raise StoreError(
+                f"{store.state_dir}: this gateway has no current credentials; run "
+                "`edge-provision enroll` first"
+            )
+        try:
+            result = _renew(run, current, force)
+        except EdgeProvisionError as exc:
+            _record_failure(run, exc)
+            write_metrics(settings, store)
+            raise
+        write_metrics(settings, store)
+        return result
+
+
+def run_renew(settings: AgentSettings, *, force: bool = False) -> RenewResult:
+    """Build the store, clients and verifier from ``settings`` and run :func:`renew`."""
+    from edge_provision.agent.wiring import build_clients, build_store, build_verifier
+
+    store = build_store(settings)
+    verifier = build_verifier(settings)
+    with build_clients(settings) as clients:
+        return renew(settings, store, clients, verifier=verifier, force=force)
+
+
+def _renew(run: _Run, current: Generation, force: bool) -> RenewResult:
+    now = run.clock()
+    state = run.store.load_state()
+    infos = _cert_infos(current)
+    policy = _policy(run.settings)
+    scheduled = _parse_iso(state.next_action_at) if state.next_action == "renew" else None
+    due = force or (scheduled is not None and scheduled <= now) or any(
+        now + _DUE_TOLERANCE >= renewal_time(i.not_before, i.not_after, policy,
+                                             random.Random(i.serial))
+        for i in infos.values()
+    )
+    if infos and due:
+        run.step = "renew"
+        reason = "forced" if force else "due"
+        try:
+            return _replace_certificates(run, current, reason)
+        except Unauthorized as exc:
+            logger.warning("certificate service refused our key error=%s; reprovisioning", exc)
+            return _reprovision(run, current, f"certificate service refused our key: {exc}")
+    run.step = "check"
+    checking = state.next_action == "check" or not infos
+    try:
+        if checking:
+            changed = _bootstrap_changed(run, current)
+            if changed is not None:
+                return _reprovision(run, current, changed, changed=changed)
+        if run.verifier is not None:
+            run.verifier(current)
+    except (MqttAuthError, Unauthorized) as exc:
+        logger.warning("credentials refused generation=%s error=%s; reprovisioning",
+                       current.number, exc)  # fmt: skip
+        return _reprovision(run, current, f"credentials refused: {exc}")
+    action, action_at, renewal = _schedule(current, run.settings, now)
+    verified = "credentials verified over MQTT" if run.verifier is not None else "nothing checked"
+    reason = (f"checked: {verified}" if checking else f"not due until {renewal}; {verified}")
+    run.update(lambda s: dataclasses.replace(
+        s, phase=Phase.PROVISIONED, last_error=None, next_action=action,
+        next_action_at=action_at).record("check", "done", {"result": reason[:200]},
+                                         at=_iso(now)))  # fmt: skip
+    gateway = infos.get(current.gateway_thing_id)
+    return RenewResult(ok=True, renewed=False, generation=current.number,
+                       serial=gateway.serial if gateway else None,
+                       not_after=_iso(gateway.not_after) if gateway else None,
+                       next_renewal_at=renewal, reason=reason, next_action=action)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- repair
+
+
+def _bootstrap_changed(run: _Run, current: Generation) -> str | None:
+    """Why the platform's bootstrap config differs from ``current`` (None if it does not)."""
+    ident = _identity(run.settings)
+    config = run.clients.bootstrap.fetch(ident.external_id, ident.external_key,
+                                         secure=run.settings.secure_bootstrap)  # fmt: skip
+    if config is None:
+        return "the platform no longer has our bootstrap config (404)"
+    gateway = current.gateway_thing
+    if config.thing_id != gateway.id or config.thing_key != gateway.key:
+        return f"the platform now maps us to thing {config.thing_id} (was {gateway.id})"
+    return None
+
+
+def _reprovision(run: _Run, current: Generation, why: str, *,
+                 changed: str | None = None) -> RenewResult:  # fmt: skip
+    """Recover from refused credentials: enroll again, or renew the certificates.
+
+    ``changed`` is how the bootstrap config differs when the caller already fetched it.
+    """
+    run.step = "reprovision"
+    run.journal("started", {"reason": why[:200]})
+    if changed is None:
+        changed = _bootstrap_changed(run, current)
+    if changed is None and current.certificates:
+        result = _replace_certificates(run, current, f"reprovision: {why}")
+        run.step = "reprovision"
+        run.journal("done", {"result": "new certificates", "generation": str(result.generation)})
+        return dataclasses.replace(result, reprovisioned=True)
+    if changed is None:
+        raise MqttAuthError(
+            f"{why}; the platform's bootstrap config is unchanged, so the thing key itself is "
+            "refused by the broker. What to do: check the broker's auth (is the thing connected "
+            "to its channels?) or have an operator re-create the bootstrap config"
+        )
+    logger.warning("reprovisioning reason=%s", changed)
+    enrolled = enroll(run.settings, run.store, run.clients, verifier=run.verifier, force=True,
+                      clock=run.clock)  # fmt: skip
+    run.step = "reprovision"
+    run.journal("done", {"result": "enrolled again", "generation": str(enrolled.generation)})
+    run.update(lambda s: s.bump("reprovisions"))
+    generation = run.store.load_generation(enrolled.generation)
+    infos = _cert_infos(generation).get(generation.gateway_thing_id)
+    _, _, renewal = _schedule(generation, run.settings, run.clock())
+    return RenewResult(ok=True, renewed=bool(generation.certificates),
+                       generation=generation.number, serial=infos.serial if infos else None,
+                       not_after=_iso(infos.not_after) if infos else None,
+                       next_renewal_at=renewal, reason=f"reprovisioned: {changed}",
+                       reprovisioned=True, next_action=enrolled.next_action)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- renewal
+
+
+def _trusted_ca(current: Generation) -> str | None:
+    if current.ca_path is None:
+        return None
+    try:
+        return current.ca_path.read_text("utf-8")
+    except OSError as exc:
+        raise StoreError(f"{current.ca_path}: cannot read the trusted CA: {exc.strerror}") from exc
+
+
+def _new_certificate(run: _Run, thing_id: str, thing_key: str, old: pki.CertInfo,
+                     csr: bool) -> tuple[str, str, str]:  # fmt: skip
+    """(cert_pem, key_pem, ca_pem from the server) for ``thing_id``."""
+    certs, settings = run.clients.certs, run.settings
+    if certs is None:
+        raise ConfigError("no certificate service configured; set server.certs_url")
+    if csr:
+        key = pki.generate_key(settings.key_type, settings.key_bits)
+        signed = certs.sign_csr(thing_id, thing_key, pki.make_csr(key, thing_id))
+        return signed.cert_pem, pki.key_to_pem(key), signed.ca_pem
+    if not settings.token:
+        raise ConfigError(
+            "the certificate service has no CSR path (upstream Mainflux Certs) and needs a user "
+            "token to issue certificates; set server.token (EDGE_PROVISION_TOKEN)"
+        )
+    ttl = max(1, int((old.not_after - old.not_before).total_seconds()))
+    bits = settings.key_bits or (256 if settings.key_type == "ec" else 2048)
+    issued = certs.issue(thing_id, settings.token, settings.key_type, bits, ttl)
+    return issued.cert_pem, issued.key_pem, issued.ca_pem
+
+
+def _check_new(thing_id: str, cert_pem: str, key_pem: str, trusted: str | None,
+               server_ca: str) -> str | None:  # fmt: skip
+    """Refuse a certificate that does not match its key or chain to the trusted CA."""
+    if not pki.cert_matches_key(cert_pem, key_pem):
+        raise CertificateError(
+            f"the new certificate of thing {thing_id} does not match its private key; the "
+            "certificate server is misbehaving; the previous certificate stays in use"
+        )
+    anchor = trusted or server_ca or None
+    if anchor is None:
+        logger.warning("certificate chain not checked thing_id=%s reason=no CA known", thing_id)
+        return None
+    try:
+        pki.verify_chain(cert_pem, anchor)
+    except CertificateError as exc:
+        issuer = pki.parse_certificate(cert_pem).issuer
+        raise CertificateError(
+            f"the new certificate of thing {thing_id} (issuer {issuer!r}) does not chain to the "
+            f"CA this gateway trusts: {exc}; the previous certificate stays in use. If the "
+            "platform changed its CA on purpose, run `edge-provision enroll --force`"
+        ) from exc
+    return anchor
+
+
+def _replace_certificates(run: _Run, current: Generation, reason: str) -> RenewResult:
+    store, settings = run.store, run.settings
+    run.update(lambda s: dataclasses.replace(s, phase=Phase.RENEWING))
+    run.journal("started", {"reason": reason[:200], "generation": str(current.number)})
+    infos = _cert_infos(current)
+    trusted = _trusted_ca(current)
+    certs = run.clients.certs
+    csr = certs.supports_csr() if certs is not None else False
+    keys = {t.id: t.key for t in current.things}
+    new: dict[str, tuple[str, str]] = {}
+    ca_pem = trusted
+    for thing_id, old in infos.items():
+        cert_pem, key_pem, server_ca = _new_certificate(run, thing_id, keys[thing_id], old, csr)
+        ca_pem = _check_new(thing_id, cert_pem, key_pem, trusted, server_ca) or ca_pem
+        new[thing_id] = (cert_pem, key_pem)
+    data = GenerationData(
+        things=current.things, channels=current.channels,
+        gateway_thing_id=current.gateway_thing_id, bootstrap_content=current.bootstrap_content,
+        source="renewal", external_id=current.external_id, certificates=new, ca_pem=ca_pem,
+    )  # fmt: skip
+    number = store.write_generation(data)
+    generation = store.load_generation(number)
+    if run.verifier is not None:
+        run.verifier(generation)
+    store.switch_current(number)
+    now = run.clock()
+    action, action_at, renewal = _schedule(generation, settings, now)
+    gateway = _cert_infos(generation).get(generation.gateway_thing_id)
+    serial = gateway.serial if gateway else None
+
+    def done(s: State) -> State:
+        counters = dict(s.bump("renewals").counters)
+        counters[_ATTEMPT] = 0
+        s = dataclasses.replace(s, phase=Phase.PROVISIONED, last_error=None, counters=counters,
+                                next_action=action, next_action_at=action_at)  # fmt: skip
+        return s.record("renew", "done", {"generation": str(number), "serial": serial or "",
+                                          "last_renewal": _iso(now)}, at=_iso(now))  # fmt: skip
+
+    run.update(done)
+    removed = store.prune(settings.keep_generations)
+    logger.info("certificates renewed generation=%s serial=%s pruned=%s", number, serial,
+                ",".join(map(str, removed)) or "-")  # fmt: skip
+    hand_off(settings, generation, current.external_id, store=store)
+    return RenewResult(ok=True, renewed=True, generation=number, serial=serial,
+                       not_after=_iso(gateway.not_after) if gateway else None,
+                       next_renewal_at=renewal, reason=reason, next_action=action)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+
+def _record_failure(run: _Run, exc: EdgeProvisionError) -> None:
+    now = run.clock()
+    try:
+        state = run.store.load_state()
+        attempt = int(state.counters.get(_ATTEMPT, 0))
+        if isinstance(exc, TransientError):
+            delay = backoff_delay_s(attempt, run.settings.backoff_initial_s,
+                                    run.settings.backoff_cap_s, run.rng)  # fmt: skip
+            delay = max(delay, exc.retry_after_s or 0.0)
+        else:
+            delay = run.settings.permanent_retry_s
+        has_current = run.store.current_generation() is not None
+        step = run.step
+
+        def change(s: State) -> State:
+            s = s.bump(_ATTEMPT).bump(f"failures:{exc.kind}")
+            s = s.record(step, "failed", {"error": exc.kind}, at=_iso(now))
+            s = s.with_error(exc.kind, f"{step}: {exc}", at=_iso(now))
+            return dataclasses.replace(
+                s, phase=Phase.PROVISIONED if has_current else Phase.FAILED_PERMANENT,
+                next_action=s.next_action if s.next_action == "enroll" else "renew",
+                next_action_at=_iso(now + timedelta(seconds=delay)))  # fmt: skip
+
+        run.update(change)
+        logger.error("%s failed error=%s retry_in_s=%.1f", step, exc, delay)
+    except EdgeProvisionError as store_exc:  # the original error matters more
+        logger.error("cannot record the failure error=%s", store_exc)
+
+
+def write_metrics(settings: AgentSettings, store: Store) -> None:
+    """Write the Prometheus textfile (``agent.metrics_textfile``) if one is configured."""
+    if settings.metrics_textfile is None:
+        return
+    try:
+        state = store.load_state()
+        current = store.current_generation()
+        expiry = ({t: i.not_after.timestamp() for t, i in _cert_infos(current).items()}
+                  if current is not None else {})  # fmt: skip
+        last = next((e.detail.get("last_renewal") for e in reversed(state.journal)
+                     if e.step == "renew" and e.status == "done"), None)  # fmt: skip
+        last_dt = _parse_iso(last)
+        failures = {k.split(":", 1)[1]: v for k, v in state.counters.items()
+                    if k.startswith("failures:")}  # fmt: skip
+        text = render(agent_metrics(
+            cert_expiry=expiry, last_renewal_ts=last_dt.timestamp() if last_dt else None,
+            renewals_total=int(state.counters.get("renewals", 0)), failures_by_class=failures,
+            generation=current.number if current is not None else None))  # fmt: skip
+        write_textfile(settings.metrics_textfile, text)
+    except EdgeProvisionError as exc:
+        logger.warning("metrics not written path=%s error=%s", settings.metrics_textfile, exc)

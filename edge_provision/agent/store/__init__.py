@@ -1,0 +1,494 @@
+"""The gateway's on-disk credential store: a journalled state machine and generations.
+
+Layout of ``state_dir`` (0700)::
+
+    identity.json            owned by identity.py, never touched here
+    state.json               State as JSON, sealed with a sha256 of its canonical body (0600)
+    state.json.prev          the previous good state.json, written just before it is replaced (0600)
+    generations/<n>/         one complete credential set per generation (0700):
+        things.json            [{"id", "name", "metadata"}]                       0600
+        channels.json          [{"id", "name", "metadata"}]                       0600
+        credentials.json       {"things": {thing_id: thing_key}}                  0600
+        bootstrap.json         {"content", "gateway_thing_id", "external_id", "source",
+                                "created"}                                        0600
+        <thing_id>.crt         client certificate PEM                             0644
+        <thing_id>.key         its private key PEM                                0600
+        ca.crt                 CA certificate PEM, when known                     0644
+        manifest.json          {"files": {name: {"sha256", "mode"}}, ...}, sealed,
+                               written last                                       0600
+    generations/.tmp-<n>/    a generation being written; renamed to <n> when complete
+    current -> generations/<n>   relative symlink, flipped with one atomic rename
+    .lock                    flock(2) lock file guarding every write
+
+API: ``Store(state_dir, *, clock=None)``; ``with store.lock(blocking=True):`` around every
+write (writes outside it raise :class:`StoreError`; the lock is re-entrant within a thread and
+``blocking=False`` raises StoreError at once if another process holds it).
+``load_state() -> State`` never raises on damage: a damaged ``state.json`` falls back to
+``state.json.prev`` (``recovered_from == "state.json.prev"``), both damaged to a fresh state
+(``recovered_from == "fresh"``), each with a warning. ``save_state(state)``;
+``write_generation(GenerationData) -> int``; ``switch_current(n) -> State``;
+``current_generation() -> Generation | None`` verifies every file against the manifest and,
+if the live generation is damaged, returns the newest older valid one with
+``Generation.fallback_from`` set; ``load_generation(n)``, ``verify_generation(n)``,
+``list_generations()``, ``prune(keep=5)``, ``forget_current()``, ``cleanup_temp()``.
+The value types (:class:`State`, :class:`Generation` …) live in ``_store_model`` and are
+re-exported here.
+
+The ``current`` link is the source of truth for which generation is live;
+``State.current_generation`` is reconciled with it on load (a crash between the link flip
+and the state save is thus harmless). Every OSError becomes a StoreError naming the path
+and a fix. Keys, thing keys and bootstrap content are never logged (and not in reprs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import hashlib
+import hmac
+import logging
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from edge_provision import fileio
+from edge_provision.agent.store.model import (
+    JOURNAL_LIMIT,
+    STATE_VERSION,
+    ErrorInfo,
+    Generation,
+    GenerationData,
+    JournalEntry,
+    Phase,
+    State,
+    StoredChannel,
+    StoredThing,
+    _gen_number,
+    _link_number,
+    _obj,
+    _parse_state,
+    _read,
+    _records,
+    _render,
+    _seal,
+    _store_error,
+    _str,
+    _unseal,
+    utc_now_iso,
+)
+from edge_provision.errors import StoreError
+
+__all__ = [
+    "JOURNAL_LIMIT",
+    "ErrorInfo",
+    "Generation",
+    "GenerationData",
+    "JournalEntry",
+    "Phase",
+    "State",
+    "Store",
+    "StoredChannel",
+    "StoredThing",
+    "utc_now_iso",
+]
+
+logger = logging.getLogger(__name__)
+
+_MANIFEST_VERSION = 1
+_REQUIRED_FILES = ("things.json", "channels.json", "credentials.json", "bootstrap.json")
+_GEN_TEMP_RE = re.compile(r"^\.(tmp|trash)-\d+$")
+_OUR_TEMP_RE = re.compile(r"^\.(state\.json|state\.json\.prev|current)\.[0-9a-f]+\.tmp$")
+
+
+class Store:
+    """The credential store in ``state_dir``; see the module docstring."""
+
+    def __init__(self, state_dir: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_path = self.state_dir / "state.json"
+        self.prev_path = self.state_dir / "state.json.prev"
+        self.generations_dir = self.state_dir / "generations"
+        self.current_link = self.state_dir / "current"
+        self.lock_path = self.state_dir / ".lock"
+        self.recovered_from: str | None = None
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._mutex = threading.RLock()
+        self._owner: int | None = None
+        self._depth = 0
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.state_dir)!r})"
+
+    def _now(self) -> str:
+        return self._clock().astimezone(timezone.utc).isoformat(timespec="seconds")
+
+    # -- locking --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, blocking: bool = True) -> Iterator[None]:
+        """Hold the state directory's exclusive lock (re-entrant within one thread)."""
+        if not self._mutex.acquire(blocking=blocking):
+            raise StoreError(
+                f"{self.lock_path}: another thread of this process holds the state lock"
+            )
+        try:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            fileio.ensure_private_dir(self.state_dir)
+            with fileio.exclusive_lock(self.lock_path, blocking=blocking):
+                self._owner, self._depth = threading.get_ident(), 1
+                try:
+                    yield
+                finally:
+                    self._owner, self._depth = None, 0
+        finally:
+            self._mutex.release()
+
+    @property
+    def is_locked(self) -> bool:
+        """True while the calling thread holds :meth:`lock`."""
+        return self._depth > 0 and self._owner == threading.get_ident()
+
+    def _require_lock(self, what: str) -> None:
+        if not self.is_locked:
+            raise StoreError(
+                f"{self.state_dir}: {what} needs the state lock; call it inside "
+                "`with store.lock():` (a bug in the caller)"
+            )
+
+    # -- state ----------------------------------------------------------------------------
+
+    def load_state(self) -> State:
+        """The saved state; else ``.prev``; else a fresh state. Never raises on damage."""
+        self.recovered_from = None
+        try:
+            state = _parse_state(_read(self.state_path))
+        except FileNotFoundError:
+            return self._reconcile(State())
+        except ValueError as exc:
+            logger.warning(
+                "state damaged path=%s reason=%s; trying %s",
+                self.state_path,
+                exc,
+                self.prev_path.name,
+            )
+            try:
+                state = _parse_state(_read(self.prev_path))
+            except (FileNotFoundError, ValueError) as exc2:
+                logger.warning(
+                    "state unrecoverable path=%s reason=%s; starting from a fresh state",
+                    self.prev_path,
+                    exc2,
+                )
+                self.recovered_from = "fresh"
+                return self._reconcile(State())
+            self.recovered_from = self.prev_path.name
+        return self._reconcile(state)
+
+    def _reconcile(self, state: State) -> State:
+        linked = self._linked_number()
+        if linked is not None and linked != state.current_generation:
+            logger.info(
+                "state reconciled current_generation=%s link=%s", state.current_generation, linked
+            )
+            phase = Phase.PROVISIONED if state.phase is Phase.UNPROVISIONED else state.phase
+            state = dataclasses.replace(state, current_generation=linked, phase=phase)
+        return state
+
+    def save_state(self, state: State) -> None:
+        """Persist ``state``: the old good ``state.json`` goes to ``.prev`` first; both atomic."""
+        self._require_lock("save_state")
+        body = {"version": STATE_VERSION, "saved_at": self._now(), "state": state.to_dict()}
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            old = _read(self.state_path)
+            _parse_state(old)
+            fileio.atomic_write(self.prev_path, old, fileio.SECRET_MODE)
+        fileio.atomic_write(self.state_path, _seal(body), fileio.SECRET_MODE)
+
+    # -- generations ----------------------------------------------------------------------
+
+    def list_generations(self) -> tuple[int, ...]:
+        """Numbers of the complete generation directories, ascending (not verified)."""
+        try:
+            names = os.listdir(self.generations_dir)
+        except FileNotFoundError:
+            return ()
+        except OSError as exc:
+            raise _store_error(self.generations_dir, "list", exc) from exc
+        return tuple(sorted(n for n in map(_gen_number, names) if n is not None))
+
+    def write_generation(self, data: GenerationData) -> int:
+        """Write ``data`` as a new generation (max existing + 1) and return its number.
+
+        Written into ``generations/.tmp-<n>``, fsynced, then renamed into place: a crash
+        leaves either no generation ``n`` or a complete one. Does not switch ``current``.
+        """
+        self._require_lock("write_generation")
+        files = _render(data, self._now())
+        fileio.ensure_private_dir(self.generations_dir)
+        number = max(self.list_generations(), default=0) + 1
+        tmp = self.generations_dir / f".tmp-{number}"
+        final = self.generations_dir / str(number)
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            os.mkdir(tmp, fileio.DIR_MODE)
+            os.chmod(tmp, fileio.DIR_MODE)
+            manifest: dict[str, object] = {}
+            for name, (content, mode) in files.items():
+                _write_new(tmp / name, content, mode)
+                manifest[name] = {
+                    "sha256": hashlib.sha256(content).hexdigest(),
+                    "mode": f"{mode:04o}",
+                }
+            doc = {
+                "version": _MANIFEST_VERSION,
+                "generation": number,
+                "created": self._now(),
+                "files": manifest,
+            }
+            _write_new(tmp / "manifest.json", _seal(doc), fileio.SECRET_MODE)
+            fileio.fsync_dir(tmp)
+            os.rename(tmp, final)
+            fileio.fsync_dir(self.generations_dir)
+        except OSError as exc:
+            raise _store_error(final, "write the generation", exc) from exc
+        logger.info(
+            "generation written number=%s source=%s things=%s certificates=%s",
+            number,
+            data.source,
+            len(data.things),
+            len(data.certificates),
+        )
+        return number
+
+    def verify_generation(self, number: int) -> tuple[str, ...]:
+        """What is wrong with generation ``number`` (empty when it is complete and intact)."""
+        try:
+            self._read_generation(number)
+        except ValueError as exc:
+            return (str(exc),)
+        return ()
+
+    def load_generation(self, number: int) -> Generation:
+        """Generation ``number``, verified; StoreError if missing or damaged."""
+        try:
+            return self._read_generation(number)
+        except ValueError as exc:
+            raise StoreError(
+                f"{self.generations_dir / str(number)}: generation {number} is damaged "
+                f"({exc}); enroll again to fetch fresh credentials"
+            ) from None
+
+    def switch_current(self, number: int) -> State:
+        """Point ``current`` at generation ``number`` (verified first); record it in the state."""
+        self._require_lock("switch_current")
+        self.load_generation(number)
+        fileio.atomic_symlink(self.current_link, f"generations/{number}")
+        state = dataclasses.replace(self.load_state(), current_generation=number)
+        self.save_state(state)
+        logger.info("current generation switched number=%s", number)
+        return state
+
+    def current_generation(self) -> Generation | None:
+        """The live generation, verified; an older valid one if it is damaged; ``None`` if none."""
+        try:
+            target = os.readlink(self.current_link)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: "current" exists but is not a symlink
+                raise _store_error(self.current_link, "read the link", exc) from exc
+            target = ""
+        number = _link_number(target)
+        if number is not None:
+            try:
+                return self._read_generation(number)
+            except ValueError as exc:
+                reason = f"generation {number}: {exc}"
+        else:
+            reason = f"link target {target!r} is not generations/<n>"
+        older = [n for n in self.list_generations() if number is None or n < number]
+        for candidate in reversed(older):
+            try:
+                gen = self._read_generation(candidate)
+            except ValueError as exc:
+                logger.warning("generation damaged number=%s reason=%s", candidate, exc)
+                continue
+            logger.warning(
+                "current generation damaged reason=%s; using generation=%s", reason, candidate
+            )
+            return dataclasses.replace(
+                gen, fallback_from=number if number is not None else 0, fallback_reason=reason
+            )
+        logger.warning("current generation damaged reason=%s; no valid older generation", reason)
+        return None
+
+    def prune(self, keep: int = 5) -> tuple[int, ...]:
+        """Delete all but the newest ``keep`` generations, never the current one; return them."""
+        self._require_lock("prune")
+        if keep < 1:
+            raise StoreError(f"prune keep={keep}: keep at least 1 generation")
+        numbers = self.list_generations()
+        protected = set(numbers[-keep:])
+        current = self._linked_number()
+        if current is not None:
+            protected.add(current)
+        removed = tuple(n for n in numbers if n not in protected)
+        for n in removed:
+            trash = self.generations_dir / f".trash-{n}"
+            try:
+                if trash.exists():  # litter of an interrupted prune
+                    shutil.rmtree(trash)
+                os.rename(self.generations_dir / str(n), trash)
+                fileio.fsync_dir(self.generations_dir)
+                shutil.rmtree(trash)
+            except OSError as exc:
+                raise _store_error(
+                    self.generations_dir / str(n), "delete the generation", exc
+                ) from exc
+        if removed:
+            logger.info("generations pruned removed=%s", ",".join(map(str, removed)))
+        return removed
+
+    def forget_current(self) -> State:
+        """For ``reset``: remove the ``current`` link, set phase UNPROVISIONED; keep generations."""
+        self._require_lock("forget_current")
+        try:
+            os.unlink(self.current_link)
+            fileio.fsync_dir(self.state_dir)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _store_error(self.current_link, "remove the link", exc) from exc
+        state = dataclasses.replace(
+            self.load_state(),
+            phase=Phase.UNPROVISIONED,
+            current_generation=None,
+            mapping_in_flight=False,
+            next_action=None,
+            next_action_at=None,
+        )
+        self.save_state(state)
+        logger.info("current generation forgotten")
+        return state
+
+    def cleanup_temp(self) -> tuple[str, ...]:
+        """Remove litter of interrupted writes: ``generations/.tmp-*``, ``.trash-*``, temp files."""
+        self._require_lock("cleanup_temp")
+        removed: list[str] = []
+        candidates: list[Path] = []
+        for directory, pattern in (
+            (self.generations_dir, _GEN_TEMP_RE),
+            (self.state_dir, _OUR_TEMP_RE),
+        ):
+            try:
+                candidates += [
+                    directory / n for n in sorted(os.listdir(directory)) if pattern.match(n)
+                ]
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _store_error(directory, "list", exc) from exc
+        for path in candidates:
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError as exc:
+                raise _store_error(path, "remove", exc) from exc
+            removed.append(str(path.relative_to(self.state_dir)))
+        if removed:
+            logger.info("temporary files removed count=%s", len(removed))
+        return tuple(removed)
+
+    def _linked_number(self) -> int | None:
+        try:
+            return _link_number(os.readlink(self.current_link))
+        except OSError:
+            return None
+
+    def _read_generation(self, number: int) -> Generation:
+        """Read and verify one generation; ``ValueError`` says what is wrong."""
+        path = self.generations_dir / str(number)
+        try:
+            manifest = _unseal(_read(path / "manifest.json"))
+        except FileNotFoundError:
+            raise ValueError("manifest.json missing (incomplete or deleted generation)") from None
+        listed = manifest.get("files")
+        if not isinstance(listed, dict) or manifest.get("generation") != number:
+            raise ValueError("manifest.json does not describe this generation")
+        blobs: dict[str, bytes] = {}
+        for name, meta in listed.items():
+            if "/" in name or name.startswith(".") or not isinstance(meta, dict):
+                raise ValueError(f"manifest.json lists a bad entry {name!r}")
+            try:
+                blobs[name] = _read(path / name)
+            except FileNotFoundError:
+                raise ValueError(f"{name} missing") from None
+            if not hmac.compare_digest(
+                hashlib.sha256(blobs[name]).hexdigest(), str(meta.get("sha256"))
+            ):
+                raise ValueError(f"{name} does not match its sha256 in manifest.json")
+        missing = [n for n in _REQUIRED_FILES if n not in blobs]
+        if missing:
+            raise ValueError(f"manifest.json lacks {', '.join(missing)}")
+        keys = _obj(_records(blobs, "credentials.json", single=True)[0], "things")
+        boot = _records(blobs, "bootstrap.json", single=True)[0]
+        things = []
+        for t in _records(blobs, "things.json"):
+            key = keys.get(_str(t, "id"))
+            if not isinstance(key, str):
+                raise ValueError(f"credentials.json has no key for thing {t['id']!r}")
+            things.append(StoredThing(_str(t, "id"), _str(t, "name"), key, _obj(t, "metadata")))
+        channels = tuple(
+            StoredChannel(_str(c, "id"), _str(c, "name"), _obj(c, "metadata"))
+            for c in _records(blobs, "channels.json")
+        )
+        gateway = _str(boot, "gateway_thing_id")
+        if gateway not in {t.id for t in things}:
+            raise ValueError(f"gateway thing {gateway!r} is not among things.json")
+        certs = tuple(
+            sorted(t.id for t in things if f"{t.id}.crt" in blobs and f"{t.id}.key" in blobs)
+        )
+        return Generation(
+            number,
+            path,
+            tuple(things),
+            channels,
+            gateway,
+            _str(boot, "content"),
+            _str(boot, "source"),
+            _str(boot, "external_id"),
+            _str(boot, "created"),
+            certs,
+            "ca.crt" in blobs,
+        )
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _write_new(path: Path, content: bytes, mode: int) -> None:
+    """Create ``path`` exclusively with ``mode``, write and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)

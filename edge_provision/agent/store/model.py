@@ -1,0 +1,460 @@
+"""Values of the credential store and their on-disk JSON forms.
+
+Used by :mod:`edge_provision.agent.store`.
+
+Kept apart from the :class:`~edge_provision.agent.store.Store` so that each module stays small;
+import these names from :mod:`edge_provision.agent.store`, which re-exports them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+from edge_provision import fileio
+from edge_provision.errors import StoreError
+
+__all__ = [
+    "JOURNAL_LIMIT",
+    "ErrorInfo",
+    "Generation",
+    "GenerationData",
+    "JournalEntry",
+    "Phase",
+    "State",
+    "StoredChannel",
+    "StoredThing",
+    "utc_now_iso",
+]
+
+JOURNAL_LIMIT = 50
+STATE_VERSION = 1
+_STATUSES = ("started", "done", "failed")
+_SOURCES = ("mapping", "bootstrap", "renewal")
+_GEN_NAME_RE = re.compile(r"^[1-9][0-9]{0,8}$")
+_THING_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def utc_now_iso() -> str:
+    """Now, UTC, ISO 8601 with seconds (``2024-05-01T12:00:00+00:00``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Phase(str, Enum):
+    """Where the gateway stands in its life cycle (DESIGN.md "Daemon states")."""
+
+    UNPROVISIONED = "unprovisioned"
+    ENROLLING = "enrolling"
+    PROVISIONED = "provisioned"
+    RENEWING = "renewing"
+    FAILED_PERMANENT = "failed-permanent"
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One step outcome: ``status`` is ``started``, ``done`` or ``failed``."""
+
+    step: str
+    status: str
+    at: str
+    detail: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in _STATUSES:
+            raise ValueError(f"journal status {self.status!r}: expected one of {_STATUSES}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.detail.items()):
+            raise ValueError("journal detail must map strings to strings")
+        object.__setattr__(self, "detail", dict(self.detail))
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """The last error: its class name (``kind``), message and when it happened."""
+
+    kind: str
+    message: str
+    at: str
+
+
+@dataclass(frozen=True)
+class State:
+    """The persisted state machine and journal (the last :data:`JOURNAL_LIMIT` entries)."""
+
+    phase: Phase = Phase.UNPROVISIONED
+    journal: tuple[JournalEntry, ...] = ()
+    current_generation: Optional[int] = None
+    last_error: Optional[ErrorInfo] = None
+    next_action: Optional[str] = None
+    next_action_at: Optional[str] = None
+    mapping_in_flight: bool = False
+    counters: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phase", Phase(self.phase))
+        object.__setattr__(self, "journal", tuple(self.journal)[-JOURNAL_LIMIT:])
+        object.__setattr__(self, "counters", dict(self.counters))
+
+    def record(
+        self,
+        step: str,
+        status: str,
+        detail: Mapping[str, str] | None = None,
+        *,
+        at: str | None = None,
+    ) -> State:
+        """A copy with one journal entry appended (oldest dropped beyond the limit)."""
+        entry = JournalEntry(step, status, at or utc_now_iso(), dict(detail or {}))
+        return dataclasses.replace(self, journal=(*self.journal, entry))
+
+    def with_error(self, kind: str, message: str, *, at: str | None = None) -> State:
+        """A copy with ``last_error`` set."""
+        return dataclasses.replace(self, last_error=ErrorInfo(kind, message, at or utc_now_iso()))
+
+    def bump(self, counter: str, by: int = 1) -> State:
+        """A copy with ``counters[counter]`` increased by ``by``."""
+        counters = dict(self.counters)
+        counters[counter] = counters.get(counter, 0) + by
+        return dataclasses.replace(self, counters=counters)
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON shape stored in ``state.json`` under ``"state"``."""
+        err = self.last_error
+        return {
+            "phase": self.phase.value,
+            "current_generation": self.current_generation,
+            "last_error": None
+            if err is None
+            else {"kind": err.kind, "message": err.message, "at": err.at},
+            "next_action": self.next_action,
+            "next_action_at": self.next_action_at,
+            "mapping_in_flight": self.mapping_in_flight,
+            "counters": dict(self.counters),
+            "journal": [
+                {"step": e.step, "status": e.status, "at": e.at, "detail": dict(e.detail)}
+                for e in self.journal
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> State:
+        """Rebuild a State; ``ValueError`` on any shape problem."""
+        err = data.get("last_error")
+        journal = data.get("journal", [])
+        counters = data.get("counters", {})
+        gen = data.get("current_generation")
+        if not isinstance(journal, list) or not isinstance(counters, dict):
+            raise ValueError("journal must be a list and counters an object")
+        if gen is not None and (type(gen) is not int or gen < 1):
+            raise ValueError("current_generation must be a positive integer or null")
+        if not all(isinstance(k, str) and type(v) is int for k, v in counters.items()):
+            raise ValueError("counters must map strings to integers")
+        if type(data.get("mapping_in_flight", False)) is not bool:
+            raise ValueError("mapping_in_flight must be a boolean")
+        entries = []
+        for item in journal:
+            if not isinstance(item, dict):
+                raise ValueError("journal entries must be objects")
+            detail = {str(k): v for k, v in _obj(item, "detail").items() if isinstance(v, str)}
+            if len(detail) != len(_obj(item, "detail")):
+                raise ValueError("journal detail values must be strings")
+            entries.append(
+                JournalEntry(_str(item, "step"), _str(item, "status"), _str(item, "at"), detail)
+            )
+        if err is not None and not isinstance(err, dict):
+            raise ValueError("last_error must be an object or null")
+        return cls(
+            phase=Phase(_str(data, "phase")),
+            journal=tuple(entries),
+            current_generation=gen,
+            last_error=None
+            if err is None
+            else ErrorInfo(_str(err, "kind"), _str(err, "message"), _str(err, "at")),
+            next_action=_opt_str(data, "next_action"),
+            next_action_at=_opt_str(data, "next_action_at"),
+            mapping_in_flight=bool(data.get("mapping_in_flight", False)),
+            counters=counters,
+        )
+
+
+@dataclass(frozen=True)
+class StoredThing:
+    """A thing as stored: ``key`` is its secret (kept in ``credentials.json``)."""
+
+    id: str
+    name: str
+    key: str
+    metadata: Mapping[str, object] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # the key must never reach a log line
+        return f"StoredThing(id={self.id!r}, name={self.name!r}, key=<redacted>)"
+
+
+@dataclass(frozen=True)
+class StoredChannel:
+    """A channel as stored."""
+
+    id: str
+    name: str
+    metadata: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerationData:
+    """Everything that goes into a new generation.
+
+    ``certificates`` maps thing_id -> (cert_pem, key_pem); ``source`` is ``mapping``,
+    ``bootstrap`` or ``renewal``.
+    """
+
+    things: tuple[StoredThing, ...]
+    channels: tuple[StoredChannel, ...]
+    gateway_thing_id: str
+    bootstrap_content: str
+    source: str
+    external_id: str
+    certificates: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    ca_pem: Optional[str] = None
+
+    def __repr__(self) -> str:
+        return (
+            f"GenerationData(gateway_thing_id={self.gateway_thing_id!r}, "
+            f"things={len(self.things)}, "
+            f"channels={len(self.channels)}, certificates={sorted(self.certificates)}, "
+            f"source={self.source!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A verified generation read from disk. Paths point into its real directory.
+
+    ``fallback_from`` is the number the ``current`` link named when it was damaged and
+    this older generation was returned instead (``None`` normally); ``fallback_reason`` why.
+    """
+
+    number: int
+    path: Path
+    things: tuple[StoredThing, ...]
+    channels: tuple[StoredChannel, ...]
+    gateway_thing_id: str
+    bootstrap_content: str
+    source: str
+    external_id: str
+    created: str
+    certificates: tuple[str, ...]
+    has_ca: bool
+    fallback_from: Optional[int] = None
+    fallback_reason: Optional[str] = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Generation(number={self.number}, path={str(self.path)!r}, things={len(self.things)}, "
+            f"source={self.source!r}, fallback_from={self.fallback_from!r})"
+        )
+
+    @property
+    def gateway_thing(self) -> StoredThing:
+        """The gateway (bootstrap) thing, with its key."""
+        return next(t for t in self.things if t.id == self.gateway_thing_id)
+
+    @property
+    def is_fallback(self) -> bool:
+        """True when the ``current`` link was damaged and this is an older generation."""
+        return self.fallback_from is not None
+
+    def cert_path(self, thing_id: str) -> Path | None:
+        """The client certificate of ``thing_id``, or ``None`` if it has none."""
+        return self.path / f"{thing_id}.crt" if thing_id in self.certificates else None
+
+    def key_path(self, thing_id: str) -> Path | None:
+        """The private key of ``thing_id``'s certificate, or ``None``."""
+        return self.path / f"{thing_id}.key" if thing_id in self.certificates else None
+
+    @property
+    def ca_path(self) -> Path | None:
+        """The CA certificate, or ``None`` if the platform gave none."""
+        return self.path / "ca.crt" if self.has_ca else None
+
+    def read_certificate(self, thing_id: str) -> tuple[str, str] | None:
+        """(cert_pem, key_pem) of ``thing_id``, or ``None``; StoreError if unreadable."""
+        cert, key = self.cert_path(thing_id), self.key_path(thing_id)
+        if cert is None or key is None:
+            return None
+        try:
+            return cert.read_text("utf-8"), key.read_text("utf-8")
+        except OSError as exc:
+            raise _store_error(self.path, "read the certificate", exc) from exc
+        except UnicodeDecodeError:
+            raise StoreError(
+                f"{self.path}: certificate of {thing_id} is not text; enroll again"
+            ) from None
+
+
+def _store_error(path: Path, action: str, exc: OSError) -> StoreError:
+    """An OSError as a StoreError naming the path and the likely fix."""
+    hints = {
+        errno.EACCES: "run as the service user or fix ownership of the state directory",
+        errno.EPERM: "run as the service user or fix ownership of the state directory",
+        errno.ENOSPC: "free some disk space",
+        errno.EDQUOT: "free some disk space or raise the quota",
+        errno.EROFS: "the filesystem is read-only; remount it read-write or pick --state-dir",
+    }
+    hint = hints.get(exc.errno or 0, "check the state directory (--state-dir) and the disk")
+    return StoreError(f"{path}: cannot {action}: {exc.strerror or exc}; {hint}")
+
+
+def _read(path: Path) -> bytes:
+    """File bytes; FileNotFoundError as is, permission -> StoreError, other I/O -> ValueError."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except PermissionError as exc:
+        raise _store_error(path, "read", exc) from exc
+    except OSError as exc:
+        raise ValueError(f"{path.name}: unreadable: {exc.strerror or exc}") from None
+
+
+def _canonical(doc: Mapping[str, object]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def _seal(body: Mapping[str, object]) -> bytes:
+    """Pretty JSON of ``body`` plus ``"sha256"`` of its canonical form."""
+    doc = dict(body, sha256=hashlib.sha256(_canonical(body)).hexdigest())
+    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _unseal(raw: bytes) -> dict[str, object]:
+    """The body of a sealed document; ``ValueError`` if it is not one or its checksum is wrong."""
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    digest = doc.pop("sha256", None)
+    if not isinstance(digest, str):
+        raise ValueError("no sha256 checksum")
+    if not hmac.compare_digest(digest, hashlib.sha256(_canonical(doc)).hexdigest()):
+        raise ValueError("sha256 checksum mismatch")
+    return doc
+
+
+def _parse_state(raw: bytes) -> State:
+    doc = _unseal(raw)
+    if doc.get("version") != STATE_VERSION:
+        raise ValueError(f"unsupported state version {doc.get('version')!r}")
+    body = doc.get("state")
+    if not isinstance(body, dict):
+        raise ValueError("no state object")
+    return State.from_dict(body)
+
+
+def _render(data: GenerationData, now: str) -> dict[str, tuple[bytes, int]]:
+    """File name -> (content, mode) of a generation; StoreError if ``data`` is inconsistent."""
+    ids = [t.id for t in data.things]
+    bad = [i for i in ids if not _THING_ID_RE.match(i) or i == "ca"]
+    problems = [f"thing id {i!r} is not usable as a file name" for i in bad]
+    if len(set(ids)) != len(ids):
+        problems.append("duplicate thing ids")
+    if data.gateway_thing_id not in ids:
+        problems.append(f"gateway thing {data.gateway_thing_id!r} is not among the things")
+    problems += [f"certificate for unknown thing {i!r}" for i in data.certificates if i not in ids]
+    if data.source not in _SOURCES:
+        problems.append(f"source {data.source!r}: expected one of {', '.join(_SOURCES)}")
+    if problems:
+        raise StoreError("cannot store generation: " + "; ".join(problems))
+
+    def js(obj: object) -> bytes:
+        try:
+            return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode(
+                "utf-8"
+            )
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"cannot store generation: metadata is not JSON ({exc})") from None
+
+    secret, public = fileio.SECRET_MODE, fileio.PUBLIC_MODE
+    files = {
+        "things.json": (
+            js([{"id": t.id, "name": t.name, "metadata": dict(t.metadata)} for t in data.things]),
+            secret,
+        ),
+        "channels.json": (
+            js([{"id": c.id, "name": c.name, "metadata": dict(c.metadata)} for c in data.channels]),
+            secret,
+        ),
+        "credentials.json": (js({"things": {t.id: t.key for t in data.things}}), secret),
+        "bootstrap.json": (
+            js(
+                {
+                    "content": data.bootstrap_content,
+                    "gateway_thing_id": data.gateway_thing_id,
+                    "external_id": data.external_id,
+                    "source": data.source,
+                    "created": now,
+                }
+            ),
+            secret,
+        ),
+    }
+    for thing_id, (cert_pem, key_pem) in sorted(data.certificates.items()):
+        files[f"{thing_id}.crt"] = (cert_pem.encode("utf-8"), public)
+        files[f"{thing_id}.key"] = (key_pem.encode("utf-8"), secret)
+    if data.ca_pem is not None:
+        files["ca.crt"] = (data.ca_pem.encode("utf-8"), public)
+    return files
+
+
+def _records(
+    blobs: Mapping[str, bytes], name: str, *, single: bool = False
+) -> list[dict[str, object]]:
+    """The objects in JSON file ``name``: a list of objects, or one object when ``single``."""
+    try:
+        doc = json.loads(blobs[name].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{name}: not valid JSON ({exc})") from None
+    items = [doc] if single else doc
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ValueError(f"{name}: expected {'an object' if single else 'a list of objects'}")
+    return items
+
+
+def _str(doc: Mapping[str, object], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: expected a string")
+    return value
+
+
+def _opt_str(doc: Mapping[str, object], key: str) -> str | None:
+    value = doc.get(key)
+    return None if value is None else _str(doc, key)
+
+
+def _obj(doc: Mapping[str, object], key: str) -> dict[str, object]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{key}: expected an object")
+    return value
+
+
+def _gen_number(name: str) -> int | None:
+    return int(name) if _GEN_NAME_RE.match(name) else None
+
+
+def _link_number(target: str) -> int | None:
+    parts = target.rstrip("/").split("/")
+    return _gen_number(parts[1]) if len(parts) == 2 and parts[0] == "generations" else None

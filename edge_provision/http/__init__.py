@@ -1,0 +1,449 @@
+"""The one place that talks HTTP: session, timeouts, TLS, auth header forms, size cap, errors.
+
+Every platform client (``edge_provision.platform``) goes through :class:`HttpClient`.
+It owns one ``requests.Session`` and turns everything that can go wrong on the
+wire into the error classes of :mod:`edge_provision.errors`, in one place
+(:func:`error_for_status` for answers, :func:`error_for_exception` for failures
+to get one):
+
+=====================================================  =========================
+what happened                                          raised
+=====================================================  =========================
+connection refused/reset, timeout, truncated body      ``ServiceUnavailable``
+429, 5xx (``retry_after_s`` from ``Retry-After``)      ``ServiceUnavailable``
+401, 403                                               ``Unauthorized``
+409                                                    ``AlreadyProvisioned``
+other 4xx                                              ``Rejected``
+TLS: server certificate not trusted, client cert       ``Unauthorized``
+refused
+TLS: plain HTTP port spoken to with https://           ``Rejected``
+other TLS failures (handshake cut short)               ``ServiceUnavailable``
+body over the size cap, unexpected 1xx/2xx/3xx         ``ProtocolError``
+=====================================================  =========================
+
+Request bodies are JSON with ``Content-Type: application/json`` exactly (Mainflux
+Provision and Certs answer 415 to anything else, even ``; charset=utf-8``).
+Nothing here logs a header value or a body.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Callable, Literal
+from urllib.parse import urlsplit
+
+import requests
+import requests.auth
+import urllib3
+from requests.structures import CaseInsensitiveDict
+
+from edge_provision import __version__
+from edge_provision.errors import (
+    ConfigError,
+    ProtocolError,
+)
+from edge_provision.http._errors import (
+    JSON_CONTENT_TYPE,
+    error_for_exception,
+    error_for_status,
+    error_text,
+    parse_retry_after,
+)
+
+__all__ = [
+    "DEFAULT_USER_AGENT",
+    "JSON_CONTENT_TYPE",
+    "AuthKind",
+    "AuthScheme",
+    "Credential",
+    "HttpClient",
+    "HttpResponse",
+    "auth_headers",
+    "error_for_status",
+    "parse_retry_after",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_USER_AGENT = f"edge-provision/{__version__}"
+
+AuthKind = Literal["user", "thing"]
+
+_MODERN_PREFIX: dict[str, str] = {"user": "Bearer ", "thing": "Thing "}
+_FALLBACK_STATUSES = frozenset({401, 403, 404})
+_CHUNK = 65_536
+
+
+class AuthScheme(str, enum.Enum):
+    """How a token or key is put into the ``Authorization`` header.
+
+    ``MODERN``: ``Bearer <token>`` / ``Thing <key>`` (Mainflux >= 0.13, Magistrala).
+    ``BARE``: the value alone (Mainflux 0.12.x and the 2022 Agent).
+    ``AUTO``: modern first; on 401/403/404 retry once bare, and keep whichever
+    worked for the lifetime of the :class:`HttpClient`.
+    """
+
+    AUTO = "auto"
+    MODERN = "modern"
+    BARE = "bare"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A secret and what it is (a user token/API key, or a thing/external key)."""
+
+    kind: AuthKind
+    secret: str = field(repr=False)
+
+
+def auth_headers(kind: AuthKind, secret: str, scheme: AuthScheme) -> dict[str, str]:
+    """The ``Authorization`` header for ``secret`` (``AUTO`` gives the modern form)."""
+    if kind not in _MODERN_PREFIX:
+        raise ValueError(f"auth kind must be 'user' or 'thing', not {kind!r}")
+    if scheme is AuthScheme.BARE:
+        return {"Authorization": secret}
+    return {"Authorization": _MODERN_PREFIX[kind] + secret}
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """A complete answer (body read in full, within the size cap)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+    url: str
+
+    def header(self, name: str) -> str | None:
+        """One header value, looked up case-insensitively."""
+        wanted = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == wanted:
+                return value
+        return None
+
+    def json(self) -> object:
+        """The body parsed as JSON; :class:`ProtocolError` if it is not JSON."""
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ProtocolError(
+                f"{self.url}: HTTP {self.status} reply is not valid JSON "
+                f"({len(self.body)} bytes, Content-Type {self.header('Content-Type')!r}); "
+                "is the URL pointing at the right service?"
+            ) from exc
+
+    def json_object(self) -> dict[str, object]:
+        """The body parsed as a JSON object; :class:`ProtocolError` otherwise."""
+        value = self.json()
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{self.url}: expected a JSON object, got {type(value).__name__}")
+        return value
+
+    @property
+    def error_text(self) -> str | None:
+        """The server's ``{"error": "..."}`` text, if the body carries one."""
+        return error_text(self.body)
+
+
+def _check_file(path: Path | None, what: str) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} not found (or not a file)")
+    return p
+
+
+class _NoNetrcAuth(requests.auth.AuthBase):
+    """Leaves requests untouched; its presence stops ``requests`` from reading ``~/.netrc``."""
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        return r
+
+
+class HttpClient:
+    """A JSON-over-HTTP(S) client for one base URL (one ``requests.Session``).
+
+    Thread-safe for concurrent :meth:`request` calls. Close it (or use ``with``)
+    to release pooled connections.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 15.0,
+        ca_bundle: Path | None = None,
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
+        insecure: bool = False,
+        max_body_bytes: int = 1_048_576,
+        user_agent: str = DEFAULT_USER_AGENT,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{base_url!r}: expected an http:// or https:// URL")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{base_url!r}: the base URL must not carry a query or fragment")
+        if connect_timeout_s <= 0 or read_timeout_s <= 0:
+            raise ConfigError("HTTP timeouts must be positive numbers of seconds")
+        if max_body_bytes < 1:
+            raise ConfigError("max_body_bytes must be at least 1")
+        if (client_cert is None) != (client_key is None) and client_cert is None:
+            raise ConfigError("client_key given without client_cert")
+        self._base_url = base_url.rstrip("/")
+        self._timeout: tuple[float, float] = (float(connect_timeout_s), float(read_timeout_s))
+        self._max_body = int(max_body_bytes)
+        self._schemes: dict[str, AuthScheme] = {}
+        self._lock = threading.Lock()
+        ca = _check_file(ca_bundle, "CA bundle")
+        cert = _check_file(client_cert, "client certificate")
+        key = _check_file(client_key, "client key")
+        self._validate_tls_files(ca, cert, key)
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = user_agent
+        # Proxies from the environment (HTTPS_PROXY, NO_PROXY) are honoured; ~/.netrc is
+        # not (it would add credentials of its own), and ``verify`` is passed with every
+        # request so that REQUESTS_CA_BUNDLE cannot override ca_bundle or insecure.
+        self._session.auth = _NoNetrcAuth()
+        self._verify: bool | str = not insecure  # verified unless the explicit lab flag
+        if insecure:
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            if parts.scheme == "https":
+                logger.warning(
+                    "tls verification disabled url=%s (insecure); anyone on the path can "
+                    "read and change the traffic",
+                    self._base_url,
+                )
+        elif ca is not None:
+            self._verify = str(ca)
+        if cert is not None:
+            self._session.cert = (str(cert), str(key)) if key is not None else str(cert)
+
+    @staticmethod
+    def _validate_tls_files(ca: Path | None, cert: Path | None, key: Path | None) -> None:
+        """Load the TLS files once now so that a bad file is a ConfigError, not a network error."""
+        if ca is None and cert is None:
+            return
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no system store: just parse files
+        if ca is not None:
+            try:
+                context.load_verify_locations(cafile=str(ca))
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(f"{ca}: not a usable PEM CA bundle ({exc})") from exc
+        if cert is not None:
+            try:
+                context.load_cert_chain(str(cert), str(key) if key is not None else None)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(
+                    f"{cert}: client certificate/key cannot be loaded or do not match ({exc})"
+                ) from exc
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def base_url(self) -> str:
+        """The base URL, without a trailing slash."""
+        return self._base_url
+
+    def url_for(self, path: str) -> str:
+        """``base_url`` joined with ``path`` (exactly one ``/`` between them)."""
+        return f"{self._base_url}/{path.lstrip('/')}"
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._session.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def scheme_for(self, kind: AuthKind) -> AuthScheme | None:
+        """The header form that worked for ``kind`` under ``AUTO`` (``None``: not known yet)."""
+        with self._lock:
+            return self._schemes.get(kind)
+
+    def remember_scheme(self, kind: AuthKind, scheme: AuthScheme) -> None:
+        """Record that ``scheme`` works for ``kind`` (used by clients that detect it themselves)."""
+        if scheme is AuthScheme.AUTO:
+            raise ValueError("remember a concrete scheme (MODERN or BARE), not AUTO")
+        with self._lock:
+            previous = self._schemes.get(kind)
+            self._schemes[kind] = scheme
+        if previous is not scheme:
+            logger.info("auth scheme settled kind=%s scheme=%s", kind, scheme.value)
+
+    # ------------------------------------------------------------------ requests
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: object = None,
+        headers: Mapping[str, str] | None = None,
+        expected: Collection[int] = (200,),
+        auth: Credential | None = None,
+        auth_scheme: AuthScheme = AuthScheme.AUTO,
+        fallback_if: Callable[[HttpResponse], bool] | None = None,
+    ) -> HttpResponse:
+        """Send one request; return the answer if its status is in ``expected``.
+
+        ``json_body`` (unless ``None``) is sent as compact UTF-8 JSON with
+        ``Content-Type: application/json``. ``auth`` adds the ``Authorization``
+        header in the form ``auth_scheme`` asks for (see :class:`AuthScheme`);
+        under ``AUTO`` the bare retry happens on 401/403/404, or when
+        ``fallback_if`` (if given) says so for the modern answer.
+        Any other status raises the error of :func:`error_for_status`; transport
+        failures raise ``ServiceUnavailable`` (see the module table).
+        """
+        method = method.upper()
+        payload: bytes | None = None
+        if json_body is not None:
+            try:
+                payload = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False).encode(
+                    "utf-8"
+                )
+            except (TypeError, ValueError) as exc:
+                raise ProtocolError(f"request body for {method} {path} is not JSON-able") from exc
+        scheme = auth_scheme
+        fallback = False
+        if auth is not None and auth_scheme is AuthScheme.AUTO:
+            known = self.scheme_for(auth.kind)
+            scheme = known if known is not None else AuthScheme.MODERN
+            fallback = known is None
+        response = self._send(method, path, payload, headers, auth, scheme)
+        wants_fallback = (
+            fallback_if(response)
+            if fallback_if is not None
+            else response.status in _FALLBACK_STATUSES
+        )
+        if fallback and auth is not None and wants_fallback:
+            logger.info(
+                "auth fallback kind=%s from=modern to=bare status=%s url=%s",
+                auth.kind,
+                response.status,
+                response.url,
+            )
+            retry = self._send(method, path, payload, headers, auth, AuthScheme.BARE)
+            if retry.status not in _FALLBACK_STATUSES and retry.status < 400:
+                self.remember_scheme(auth.kind, AuthScheme.BARE)
+                response = retry
+            # else: both forms failed; report the modern answer (the current protocol).
+        elif fallback and auth is not None and response.status < 400:
+            self.remember_scheme(auth.kind, AuthScheme.MODERN)
+        if response.status in expected:
+            return response
+        raise error_for_status(
+            response.status,
+            response.body,
+            response.url,
+            method=method,
+            retry_after=response.header("Retry-After"),
+        )
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        extra_headers: Mapping[str, str] | None,
+        auth: Credential | None,
+        scheme: AuthScheme,
+    ) -> HttpResponse:
+        url = self.url_for(path)
+        headers: dict[str, str] = {}
+        if extra_headers:
+            headers.update(extra_headers)
+        if payload is not None:
+            headers["Content-Type"] = JSON_CONTENT_TYPE
+        if auth is not None:
+            headers.update(auth_headers(auth.kind, auth.secret, scheme))
+        started = time.monotonic()
+        try:
+            raw = self._session.request(
+                method,
+                url,
+                data=payload,
+                headers=headers,
+                timeout=self._timeout,
+                verify=self._verify,
+                stream=True,
+                allow_redirects=False,
+            )
+        except Exception as exc:
+            translated = error_for_exception(exc, url, method, self._timeout)
+            if translated is exc:
+                raise
+            logger.debug("http failed method=%s url=%s error=%s", method, url, type(exc).__name__)
+            raise translated from exc
+        try:
+            body = self._read_body(raw, url, method)
+        finally:
+            raw.close()
+        elapsed_ms = (time.monotonic() - started) * 1000.0
+        logger.debug(
+            "http method=%s url=%s status=%s bytes=%s elapsed_ms=%.1f",
+            method,
+            url,
+            raw.status_code,
+            len(body),
+            elapsed_ms,
+        )
+        if 300 <= raw.status_code <= 399:
+            location = raw.headers.get("Location", "?")
+            raise ProtocolError(
+                f"{method} {url}: HTTP {raw.status_code}: redirected to {location}; "
+                "configure the final URL (redirects are not followed)"
+            )
+        return HttpResponse(
+            status=raw.status_code,
+            headers=CaseInsensitiveDict(raw.headers),
+            body=body,
+            url=url,
+        )
+
+    def _read_body(self, raw: requests.Response, url: str, method: str) -> bytes:
+        """Read the body within the size cap (streamed; gzip is counted decoded)."""
+        declared = raw.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            raise ProtocolError(
+                f"{method} {url}: response larger than {self._max_body} bytes "
+                f"(Content-Length {declared})"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in raw.iter_content(_CHUNK):
+                size += len(chunk)
+                if size > self._max_body:
+                    raise ProtocolError(
+                        f"{method} {url}: response larger than {self._max_body} bytes"
+                    )
+                chunks.append(chunk)
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            translated = error_for_exception(exc, url, method, self._timeout)
+            if translated is exc:
+                raise
+            raise translated from exc
+        return b"".join(chunks)

@@ -1,0 +1,373 @@
+"""The embedded lab platform: things, channels, bootstrap configs and certificates in SQLite.
+
+One database file (WAL, ``synchronous=FULL``, foreign keys on, mode 0600).
+Writes go through one writer thread that owns the write connection and does
+*group commit*: every request queued while the previous batch was being
+committed is run in the next ``BEGIN IMMEDIATE ... COMMIT`` (one fsync for the
+whole batch), each inside its own SAVEPOINT so that one failing request never
+fails the others. A caller is answered only after the COMMIT that holds its rows
+returned, so a returned mapping survives ``kill -9`` and power loss. Reads use
+one connection per thread; WAL lets them run while the writer commits.
+
+external_key is stored only as ``sha256(salt + key)`` (hex) with a random
+16-byte salt per mapping. Thing keys and the private keys of server-generated
+certificates are stored in plain text (``certificates.key_pem``, and the
+gateway's in ``bootstrap_configs.client_key``, as Mainflux Bootstrap does): the
+lab needs them to answer the device and the idempotent ``/mapping`` repeat,
+which must return the very same body (ids, keys, certificates, order). The file
+is 0600 for that reason. The schema is described in ``_embedded_sql``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+from edge_provision import fileio
+from edge_provision.errors import Rejected, StoreError
+from edge_provision.lab.backends.embedded import _sql
+from edge_provision.lab.backends.embedded._writer import MAX_BATCH as MAX_BATCH
+from edge_provision.lab.backends.embedded._writer import GroupCommitWriter, WriterStats, _Job
+from edge_provision.lab.models import (
+    BootstrapRecord,
+    CertIssuer,
+    CertRecord,
+    ChannelRecord,
+    MappingRecord,
+    Page,
+    ThingRecord,
+)
+
+if TYPE_CHECKING:
+    from edge_provision.crypto.pki import IssuedCert
+    from edge_provision.layout import Plan
+
+__all__ = ["EmbeddedBackend", "WriterStats"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_LIMIT = 100
+_DUMMY_SALT = "00" * 16
+_DUMMY_HASH = _sql.key_hash(_DUMMY_SALT, "edge-provision")
+
+
+def _check_page(offset: int, limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must be 0 or more, got {offset}")
+
+
+class EmbeddedBackend:
+    """The lab platform in one SQLite file; safe to share between threads."""
+
+    def __init__(self, db_path: Path, *, busy_timeout_s: float = 10.0,
+                 write_timeout_s: float = 60.0) -> None:
+        self._path = Path(db_path)
+        self._busy_ms = int(busy_timeout_s * 1000)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._local = threading.local()
+        self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._create_file()
+        writer_conn = self._connect()
+        try:
+            _sql.ensure_schema(writer_conn, self._path)
+        except sqlite3.Error as exc:
+            writer_conn.close()
+            raise _sql.store_error(self._path, exc, "opening the database") from exc
+        except BaseException:
+            writer_conn.close()
+            raise
+        self._writer = GroupCommitWriter(writer_conn, self._path, write_timeout_s)
+        logger.info("embedded backend opened path=%s", self._path)
+
+    # ---------------------------------------------------------------- plumbing
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    @property
+    def stats(self) -> WriterStats:
+        """A snapshot of the group-commit counters."""
+        return self._writer.stats
+
+    def _create_file(self) -> None:
+        parent = self._path.parent
+        if not parent.exists():
+            fileio.ensure_private_dir(parent)
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, fileio.SECRET_MODE)
+            try:
+                st = os.fstat(fd)
+                if st.st_mode & 0o777 != fileio.SECRET_MODE and st.st_uid == os.geteuid():
+                    os.fchmod(fd, fileio.SECRET_MODE)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(
+                f"{self._path}: cannot open the lab database: {exc.strerror or exc}; "
+                "check that the state directory exists and is writable by this user"
+            ) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                str(self._path), timeout=self._busy_ms / 1000, isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise _sql.store_error(self._path, exc, "opening the database") from exc
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _sql.store_error(self._path, exc, "opening the database") from exc
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self._path}: the lab backend is closed")
+            conn = self._connect()
+            alive = []
+            for thread, other in self._readers:
+                if thread.is_alive():
+                    alive.append((thread, other))
+                else:
+                    other.close()
+            alive.append((threading.current_thread(), conn))
+            self._readers = alive
+        self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One consistent read transaction on this thread's connection."""
+        if self._closed:
+            raise StoreError(f"{self._path}: the lab backend is closed")
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise _sql.store_error(self._path, exc, action) from exc
+
+    def _submit(self, run: Callable[[sqlite3.Connection], T], action: str,
+                prepared: _sql.Prepared | None = None) -> T:
+        return self._writer.submit(run, action, prepared)
+
+    def close(self) -> None:
+        """Stop the writer (after it finished the queued work) and close every connection."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.stop()
+        self._writer.join()
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for _, conn in readers:
+            with suppress(sqlite3.Error):
+                conn.close()
+        self._writer.close_connection()
+        logger.info("embedded backend closed path=%s", self._path)
+
+    def __enter__(self) -> EmbeddedBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------------- provision
+
+    def provision(
+        self, plan: Plan, *, owner: str, issue_certs: CertIssuer | None = None
+    ) -> MappingRecord:
+        """Create everything in ``plan`` in one transaction; idempotent per external_id + key.
+
+        Raises ``AlreadyProvisioned`` if the external_id exists with another key.
+        Certificates (when ``issue_certs`` is given and the plan asks for them) are
+        issued before the transaction and stored with the mapping.
+        """
+        with self._reading("reading the mapping") as conn:
+            existing = _sql.find_mapping(conn, plan.external_id, plan.external_key)
+        if existing is not None:
+            return existing
+        prepared = _sql.prepare(plan, owner, issue_certs)
+        record = self._submit(lambda c: self._write_mapping(c, prepared), "provisioning",
+                              prepared)
+        if record.created:
+            logger.info("mapping created external_id=%s things=%s channels=%s",
+                        plan.external_id, len(record.things), len(record.channels))
+        return record
+
+    @property
+    def can_provision_nowait(self) -> bool:
+        """Whether :meth:`provision_nowait` is equivalent to :meth:`provision`.
+
+        False in subclasses that override ``provision`` (their override wins).
+        """
+        return type(self).provision is EmbeddedBackend.provision
+
+    def provision_nowait(self, plan: Plan, *, owner: str) -> asyncio.Future[MappingRecord]:
+        """:meth:`provision` for a plan without certificates, from a running event loop.
+
+        Does not block: the rows are prepared on the calling thread, the writer
+        thread runs them in its next group commit, and the returned future is
+        resolved on the caller's loop once they are committed (durable).
+        Repeats and conflicts are detected inside the write transaction.
+        """
+        if plan.certificates:
+            raise ValueError("provision_nowait cannot issue certificates; use provision()")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[MappingRecord] = loop.create_future()
+        prepared = _sql.prepare(plan, owner, None)
+        self._writer.put(_Job(lambda c: self._write_mapping(c, prepared), future, loop, prepared))
+        return future
+
+    @staticmethod
+    def _write_mapping(conn: sqlite3.Connection, p: _sql.Prepared) -> MappingRecord:
+        """Runs on the writer thread, inside the batch transaction and a savepoint."""
+        existing = _sql.find_mapping(conn, p.external_id, p.external_key)
+        if existing is not None:
+            return existing
+        _sql.insert_mapping(conn, p)
+        return p.record
+
+    # ------------------------------------------------------------------ reads
+
+    def bootstrap(self, external_id: str, external_key: str) -> BootstrapRecord | None:
+        """The bootstrap config of ``external_id``; None if unknown or the key is wrong."""
+        with self._reading("reading the bootstrap config") as conn:
+            row = conn.execute(_sql.SELECT_BOOTSTRAP + " WHERE b.external_id = ?",
+                               (external_id,)).fetchone()
+            if row is None:
+                _sql.key_matches(_DUMMY_SALT, _DUMMY_HASH, external_key)  # same work either way
+                return None
+            if not _sql.key_matches(row["key_salt"], row["key_hash"], external_key):
+                return None
+            return _sql.bootstrap_record(conn, row)
+
+    def authenticate_thing(self, thing_id: str, thing_key: str) -> ThingRecord | None:
+        """The thing if ``thing_key`` is its key, else None."""
+        with self._reading("authenticating a thing") as conn:
+            row = conn.execute("SELECT * FROM things WHERE id = ?", (thing_id,)).fetchone()
+        stored = row["key"] if row is not None else str(uuid.UUID(int=0))
+        ok = hmac.compare_digest(stored.encode("utf-8"), thing_key.encode("utf-8"))
+        return _sql.thing_record(row) if ok and row is not None else None
+
+    def certificate(self, serial: str) -> CertRecord | None:
+        """The certificate with ``serial`` (hex, any case), or None."""
+        with self._reading("reading a certificate") as conn:
+            row = conn.execute("SELECT * FROM certificates WHERE serial = ?",
+                               (serial.lower(),)).fetchone()
+        return _sql.cert_record(row) if row is not None else None
+
+    def connections(self, thing_id: str) -> tuple[str, ...]:
+        """Ids of the channels ``thing_id`` is connected to, in connection order."""
+        with self._reading("reading connections") as conn:
+            rows = conn.execute(
+                "SELECT channel_id FROM connections WHERE thing_id = ? ORDER BY rowid",
+                (thing_id,),
+            ).fetchall()
+        return tuple(r[0] for r in rows)
+
+    def counts(self) -> dict[str, int]:
+        """Number of things, channels, connections, bootstrap_configs, certificates."""
+        with self._reading("counting") as conn:
+            return {
+                table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+                for table in _sql.COUNTED_TABLES
+            }
+
+    def _page(self, table: str, select: str, order: str, offset: int, limit: int,
+              build: Callable[[sqlite3.Connection, sqlite3.Row], T]) -> Page[T]:
+        _check_page(offset, limit)
+        with self._reading(f"listing {table}") as conn:
+            total = int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+            rows = conn.execute(f"{select} ORDER BY {order} LIMIT ? OFFSET ?",
+                                (limit, offset)).fetchall()
+            items = tuple(build(conn, r) for r in rows)
+        return Page(total=total, offset=offset, limit=limit, items=items)
+
+    def list_things(self, offset: int = 0, limit: int = 100) -> Page[ThingRecord]:
+        """Things in creation order."""
+        return self._page("things", "SELECT * FROM things", "rowid", offset, limit,
+                          lambda _c, r: _sql.thing_record(r))
+
+    def list_channels(self, offset: int = 0, limit: int = 100) -> Page[ChannelRecord]:
+        """Channels in creation order."""
+        return self._page("channels", "SELECT * FROM channels", "rowid", offset, limit,
+                          lambda _c, r: _sql.channel_record(r))
+
+    def list_bootstrap_configs(
+        self, offset: int = 0, limit: int = 100
+    ) -> Page[BootstrapRecord]:
+        """Bootstrap configs in creation order."""
+        return self._page("bootstrap_configs", _sql.SELECT_BOOTSTRAP, "b.rowid", offset, limit,
+                          _sql.bootstrap_record)
+
+    def list_certificates(self, offset: int = 0, limit: int = 100) -> Page[CertRecord]:
+        """Issued certificates in recording order."""
+        return self._page("certificates", "SELECT * FROM certificates", "rowid", offset, limit,
+                          lambda _c, r: _sql.cert_record(r))
+
+    # ------------------------------------------------------------ cert writes
+
+    def record_certificate(self, thing_id: str, cert: IssuedCert) -> None:
+        """Remember a certificate issued to ``thing_id``; Rejected if the thing is unknown."""
+        row = (cert.serial.lower(), thing_id, _sql.utc_iso(cert.not_before),
+               _sql.utc_iso(cert.not_after), cert.cert_pem, None, None, _sql.now_iso())
+
+        def run(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM things WHERE id = ?", (thing_id,)).fetchone() is None:
+                raise Rejected(f"thing {thing_id} not found; create it before recording a "
+                               "certificate for it")
+            if conn.execute("SELECT 1 FROM certificates WHERE serial = ?",
+                            (row[0],)).fetchone() is not None:
+                raise Rejected(f"certificate serial {row[0]} is already recorded")
+            conn.execute(_sql.INSERT_CERT, row)
+
+        self._submit(run, "recording a certificate")
+        logger.info("certificate recorded thing_id=%s serial=%s", thing_id, row[0])
+
+    def revoke_certificates(self, thing_id: str) -> tuple[str, ...]:
+        """Revoke every unrevoked certificate of ``thing_id``; return their serials."""
+
+        def run(conn: sqlite3.Connection) -> tuple[str, ...]:
+            rows = conn.execute(
+                "SELECT serial FROM certificates WHERE thing_id = ? AND revoked = 0 ORDER BY rowid",
+                (thing_id,),
+            ).fetchall()
+            conn.execute("UPDATE certificates SET revoked = 1, revoked_at = ? "
+                         "WHERE thing_id = ? AND revoked = 0", (_sql.now_iso(), thing_id))
+            return tuple(r[0] for r in rows)
+
+        serials = self._submit(run, "revoking certificates")
+        logger.info("certificates revoked thing_id=%s count=%s", thing_id, len(serials))
+        return serials
+
