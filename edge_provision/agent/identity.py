@@ -38,6 +38,7 @@ from pathlib import Path
 import psutil
 
 from edge_provision import fileio
+from edge_provision.clock import iso, utc_now
 from edge_provision.errors import IdentityError, StoreError
 
 __all__ = [
@@ -418,10 +419,6 @@ def _warn_if_settings_ignored(
             )
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def resolve_identity(
     state_dir: Path,
     *,
@@ -507,7 +504,7 @@ def resolve_identity(
         if persist and (
             record is None or record.external_id != id_value or record.external_key != key_value
         ):
-            new = _Record(id_value, key_value, used_iface, used_mac, created or _now_iso())
+            new = _Record(id_value, key_value, used_iface, used_mac, created or iso(utc_now()))
             _store(path, new)
             logger.info("identity stored external_id=%s path=%s", id_value, path)
         logger.debug("identity resolved external_id=%s source=%s", id_value, id_source)

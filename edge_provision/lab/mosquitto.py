@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 from edge_provision import fileio
 from edge_provision.crypto.pki import LocalCA, load_key, parse_certificate
 from edge_provision.errors import ConfigError, StoreError
+from edge_provision.net import free_port
 
 if TYPE_CHECKING:
     from edge_provision.lab.models import Backend
@@ -179,12 +180,6 @@ def render_config(directory: Path, *, host: str, port: int, tls_port: int | None
     return "\n".join(lines) + "\n"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 # --------------------------------------------------------------------------- the sync
 
 
@@ -200,8 +195,8 @@ class MosquittoSync:
         self._run = run
         self._bin = mosquitto_bin
         self.host = host
-        self.port = port or (_free_port(host) if run else 1883)
-        self.tls_port = (tls_port or _free_port(host)) if tls_port is not None else None
+        self.port = port or (free_port(host) if run else 1883)
+        self.tls_port = (tls_port or free_port(host)) if tls_port is not None else None
         self.require_cert = require_cert
         self._hashes: dict[str, tuple[str, str]] = {}  # user -> (password, hash)
         self._files: dict[str, str] = {}

@@ -26,11 +26,11 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from edge_provision import __version__
+from edge_provision.clock import rfc3339
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.crypto.pki import IssuedCert, LocalCA
 from edge_provision.errors import AlreadyProvisioned, ProtocolError, Unauthorized
@@ -47,7 +47,7 @@ from edge_provision.lab.models import (
 from edge_provision.layout import Layout, PlannedCertificate, plan
 from edge_provision.metrics import CounterSet, Metric, lab_metrics, render
 
-__all__ = ["OWNER", "LabService", "ServiceInfo", "rfc3339"]
+__all__ = ["OWNER", "LabService", "ServiceInfo"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +71,6 @@ class ServiceInfo:
     ca_path: Path
     auth_hint: str
     x509_provision: bool
-
-
-def rfc3339(value: datetime) -> str:
-    """``2026-11-25T16:46:10Z``: RFC 3339 in UTC, whole seconds."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _thing_json(thing: ThingRecord) -> dict[str, object]:

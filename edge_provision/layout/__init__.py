@@ -33,8 +33,9 @@ the gateway ``name`` and the others ``f"{name}-{thing}"``; metadata is deep-copi
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Callable, Literal, TypeVar
 
 from edge_provision.errors import ConfigError, Problem
 from edge_provision.layout._check import (
@@ -62,6 +63,7 @@ __all__ = [
     "PlannedConnection",
     "PlannedThing",
     "ThingSpec",
+    "control_first",
     "default_layout",
     "load_layout",
     "parse_go_duration",
@@ -292,6 +294,19 @@ def _copy_json(value: _J) -> _J:
     return value
 
 
+_C = TypeVar("_C")
+
+
+def control_first(channels: Sequence[_C], type_of: Callable[[_C], str | None]) -> list[_C]:
+    """``channels`` ordered by role: control, data, export, then untyped; stable within a role.
+
+    The order the Mainflux Agent expects in a bootstrap config (it takes the first channel
+    as its control channel unless that one says ``type = "data"``).
+    """
+    rank = {kind: n for n, kind in enumerate(CHANNEL_TYPES)}
+    return sorted(channels, key=lambda c: rank.get(type_of(c) or "", len(rank)))
+
+
 def plan(layout: Layout, external_id: str, external_key: str, name: str | None = None) -> Plan:
     """Plan one provisioning run of ``layout`` for a gateway; pure and deterministic."""
     missing = [
@@ -329,8 +344,7 @@ def plan(layout: Layout, external_id: str, external_key: str, name: str | None =
         connections = tuple(PlannedConnection(t.index, c.index) for t in things for c in channels)
     bootstrap = None
     if layout.bootstrap.provision and gateway is not None:
-        rank = {kind: n for n, kind in enumerate(CHANNEL_TYPES)}
-        ordered = sorted(channels, key=lambda c: (rank.get(c.type or "", len(rank)), c.index))
+        ordered = control_first(channels, lambda c: c.type)
         content = layout.bootstrap.content
         body = (
             "{}" if content is None else json.dumps(content, sort_keys=True, separators=(",", ":"))

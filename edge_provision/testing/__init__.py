@@ -30,7 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Union
 
-from edge_provision.testing._support import ThrowawayCA, free_port, wait_for
+from edge_provision.net import free_port
+from edge_provision.testing._support import ThrowawayCA, wait_for
 
 __all__ = [
     "UNMATCHED_STATUS",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from edge_provision import fileio
+from edge_provision.net import free_port
 
 __all__ = ["ThrowawayCA", "free_port", "wait_for"]
 
@@ -63,14 +63,6 @@ class ThrowawayCA:
         fileio.atomic_write(cert_path, cert_pem, mode=fileio.PUBLIC_MODE)
         fileio.atomic_write(key_path, key_pem, mode=fileio.SECRET_MODE)
         return cert_path, key_path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (racy by nature; retry on clash)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(

@@ -22,7 +22,7 @@ HEAVY = "('requests','cryptography','paho','psutil','urllib3')"
 ALLOWED = {
     "edge_provision", "edge_provision.settings", "edge_provision.agent.store",
     "edge_provision.agent.store.model", "edge_provision.agent.daemon.systemd",
-    "edge_provision.logs",
+    "edge_provision.logs", "edge_provision.clock",
     "edge_provision.errors", "edge_provision.fileio", "edge_provision.agent.backoff",
     "edge_provision.agent.daemon.schedule", "edge_provision.agent.daemon.children",
 }

@@ -24,7 +24,6 @@ from edge_provision.agent.daemon.schedule import (
     classify,
     decide,
     human_delay,
-    parse_time,
 )
 from edge_provision.agent.store import Phase, State
 
@@ -286,21 +285,6 @@ def test_human_delay(seconds: float, text: str) -> None:
     assert human_delay(seconds) == text
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2026-12-01T10:00:00+00:00", LATER),
-        ("2026-12-01T10:00:00Z", LATER),
-        ("2026-12-01T10:00:00", LATER),
-        ("2026-12-01T12:00:00+02:00", LATER),
-        ("not a time", None),
-        ("", None),
-        (None, None),
-    ],
-)
-def test_parse_time(text: str | None, expected: datetime | None) -> None:
-    """next_action_at: ISO 8601, naive means UTC, junk means unknown."""
-    assert parse_time(text) == expected
 
 
 def test_snapshot_from_state() -> None:

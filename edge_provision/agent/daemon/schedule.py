@@ -24,12 +24,13 @@ import dataclasses
 import math
 import signal
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 from typing import Optional
 
 from edge_provision.agent.backoff import Backoff, UniformSource
 from edge_provision.agent.store.model import Phase, State
+from edge_provision.clock import parse_iso
 from edge_provision.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_NOPERM, EXIT_OK, EXIT_TEMPFAIL
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
     "classify",
     "decide",
     "human_delay",
-    "parse_time",
 ]
 
 MIN_RERUN_S = 60.0  # after a success, never rerun sooner even if state.json says "due"
@@ -83,7 +83,7 @@ class Snapshot:
     @classmethod
     def from_state(cls, state: State) -> Snapshot:
         """The scheduling-relevant part of a :class:`State`."""
-        return cls(state.current_generation, state.next_action, parse_time(state.next_action_at))
+        return cls(state.current_generation, state.next_action, parse_iso(state.next_action_at))
 
     @property
     def command(self) -> str:
@@ -329,22 +329,6 @@ def human_delay(seconds: float) -> str:
     if seconds <= 3 * 86400:
         return f"{seconds / 3600:.0f} h"
     return f"{seconds / 86400:.0f} d"
-
-
-def parse_time(text: Optional[str]) -> Optional[datetime]:
-    """An ISO 8601 time as aware UTC; naive means UTC; None if absent or unreadable."""
-    if not text:
-        return None
-    raw = text.strip()
-    if raw.endswith(("Z", "z")):
-        raw = raw[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
 
 
 def _one_line(text: str) -> str:

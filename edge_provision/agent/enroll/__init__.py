@@ -28,7 +28,6 @@ from edge_provision.agent.enroll._credentials import (
     cert_summary,
     from_bootstrap,
     from_mapping,
-    iso,
     issue_certificates,
     next_action_for,
 )
@@ -36,6 +35,7 @@ from edge_provision.agent.handoff import HandoffReport, hand_off
 from edge_provision.agent.identity import Identity, InterfaceInfo, MacFormat, resolve_identity
 from edge_provision.agent.mqtt import Verifier
 from edge_provision.agent.store import Generation, GenerationData, Phase, State, Store
+from edge_provision.clock import iso
 from edge_provision.errors import (
     AlreadyProvisioned,
     EdgeProvisionError,

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Optional
 
 from edge_provision.agent.renew.policy import RenewalPolicy, earliest_renewal
 from edge_provision.agent.store import Generation, StoredChannel, StoredThing
+from edge_provision.clock import iso
 from edge_provision.errors import CertificateError
+from edge_provision.layout import control_first
 from edge_provision.platform import (
     BootstrapConfig,
     CertsClient,
@@ -29,7 +31,6 @@ __all__ = [
     "cert_summary",
     "from_bootstrap",
     "from_mapping",
-    "iso",
     "issue_certificates",
     "next_action_for",
     "order_channels",
@@ -37,13 +38,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_TYPE_ORDER = {"control": 0, "data": 1, "export": 2}
 _CHECK_INTERVAL = timedelta(hours=24)
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601, UTC, seconds."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -60,9 +55,8 @@ class CredentialSet:
 
 def order_channels(channels: Sequence[PlatformChannel]) -> tuple[StoredChannel, ...]:
     """Control first, then data, export, untyped (platform order within each type)."""
-    indexed = sorted(enumerate(channels),
-                     key=lambda p: (_TYPE_ORDER.get(p[1].type or "", 3), p[0]))  # fmt: skip
-    return tuple(StoredChannel(c.id, c.name, dict(c.metadata)) for _, c in indexed)
+    ordered = control_first(channels, lambda c: c.type)
+    return tuple(StoredChannel(c.id, c.name, dict(c.metadata)) for c in ordered)
 
 
 def _pair(cert: str, key: str) -> tuple[str, str] | None:

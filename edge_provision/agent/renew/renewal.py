@@ -39,6 +39,7 @@ from edge_provision.agent.handoff import hand_off
 from edge_provision.agent.identity import Identity, MacFormat, resolve_identity
 from edge_provision.agent.renew.policy import RenewalPolicy, earliest_renewal, renewal_time
 from edge_provision.agent.store import Generation, GenerationData, Phase, State, Store
+from edge_provision.clock import iso, parse_iso
 from edge_provision.crypto import pki
 from edge_provision.errors import (
     CertificateError,
@@ -59,20 +60,6 @@ logger = logging.getLogger(__name__)
 _CHECK_INTERVAL = timedelta(hours=24)
 _DUE_TOLERANCE = timedelta(seconds=1)  # next_action_at is stored with whole seconds
 _ATTEMPT = "renew_attempt"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
-
-
-def _parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -110,7 +97,7 @@ class _Run:
         return state
 
     def journal(self, status: str, detail: Mapping[str, str] | None = None) -> None:
-        at = _iso(self.clock())
+        at = iso(self.clock())
         self.update(lambda s: s.record(self.step, status, detail, at=at))
 
 
@@ -134,8 +121,8 @@ def _schedule(generation: Generation, settings: AgentSettings, now: datetime
     when = earliest_renewal(((i.serial, i.not_before, i.not_after) for i in infos.values()),
                             _policy(settings))  # fmt: skip
     if when is None:
-        return "check", _iso(now + _CHECK_INTERVAL), None
-    return "renew", _iso(when), _iso(when)
+        return "check", iso(now + _CHECK_INTERVAL), None
+    return "renew", iso(when), iso(when)
 
 
 def _identity(settings: AgentSettings) -> Identity:
@@ -195,7 +182,7 @@ def _renew(run: _Run, current: Generation, force: bool) -> RenewResult:
     state = run.store.load_state()
     infos = _cert_infos(current)
     policy = _policy(run.settings)
-    scheduled = _parse_iso(state.next_action_at) if state.next_action == "renew" else None
+    scheduled = parse_iso(state.next_action_at) if state.next_action == "renew" else None
     due = force or (scheduled is not None and scheduled <= now) or any(
         now + _DUE_TOLERANCE >= renewal_time(i.not_before, i.not_after, policy,
                                              random.Random(i.serial))
@@ -228,11 +215,11 @@ def _renew(run: _Run, current: Generation, force: bool) -> RenewResult:
     run.update(lambda s: dataclasses.replace(
         s, phase=Phase.PROVISIONED, last_error=None, next_action=action,
         next_action_at=action_at).record("check", "done", {"result": reason[:200]},
-                                         at=_iso(now)))  # fmt: skip
+                                         at=iso(now)))  # fmt: skip
     gateway = infos.get(current.gateway_thing_id)
     return RenewResult(ok=True, renewed=False, generation=current.number,
                        serial=gateway.serial if gateway else None,
-                       not_after=_iso(gateway.not_after) if gateway else None,
+                       not_after=iso(gateway.not_after) if gateway else None,
                        next_renewal_at=renewal, reason=reason, next_action=action)  # fmt: skip
 
 
@@ -284,7 +271,7 @@ def _reprovision(run: _Run, current: Generation, why: str, *,
     _, _, renewal = _schedule(generation, run.settings, run.clock())
     return RenewResult(ok=True, renewed=bool(generation.certificates),
                        generation=generation.number, serial=infos.serial if infos else None,
-                       not_after=_iso(infos.not_after) if infos else None,
+                       not_after=iso(infos.not_after) if infos else None,
                        next_renewal_at=renewal, reason=f"reprovisioned: {changed}",
                        reprovisioned=True, next_action=enrolled.next_action)  # fmt: skip
 
@@ -382,7 +369,7 @@ def _replace_certificates(run: _Run, current: Generation, reason: str) -> RenewR
         s = dataclasses.replace(s, phase=Phase.PROVISIONED, last_error=None, counters=counters,
                                 next_action=action, next_action_at=action_at)  # fmt: skip
         return s.record("renew", "done", {"generation": str(number), "serial": serial or "",
-                                          "last_renewal": _iso(now)}, at=_iso(now))  # fmt: skip
+                                          "last_renewal": iso(now)}, at=iso(now))  # fmt: skip
 
     run.update(done)
     removed = store.prune(settings.keep_generations)
@@ -390,7 +377,7 @@ def _replace_certificates(run: _Run, current: Generation, reason: str) -> RenewR
                 ",".join(map(str, removed)) or "-")  # fmt: skip
     hand_off(settings, generation, current.external_id, store=store)
     return RenewResult(ok=True, renewed=True, generation=number, serial=serial,
-                       not_after=_iso(gateway.not_after) if gateway else None,
+                       not_after=iso(gateway.not_after) if gateway else None,
                        next_renewal_at=renewal, reason=reason, next_action=action)  # fmt: skip
 
 
@@ -413,12 +400,12 @@ def _record_failure(run: _Run, exc: EdgeProvisionError) -> None:
 
         def change(s: State) -> State:
             s = s.bump(_ATTEMPT).bump(f"failures:{exc.kind}")
-            s = s.record(step, "failed", {"error": exc.kind}, at=_iso(now))
-            s = s.with_error(exc.kind, f"{step}: {exc}", at=_iso(now))
+            s = s.record(step, "failed", {"error": exc.kind}, at=iso(now))
+            s = s.with_error(exc.kind, f"{step}: {exc}", at=iso(now))
             return dataclasses.replace(
                 s, phase=Phase.PROVISIONED if has_current else Phase.FAILED_PERMANENT,
                 next_action=s.next_action if s.next_action == "enroll" else "renew",
-                next_action_at=_iso(now + timedelta(seconds=delay)))  # fmt: skip
+                next_action_at=iso(now + timedelta(seconds=delay)))  # fmt: skip
 
         run.update(change)
         logger.error("%s failed error=%s retry_in_s=%.1f", step, exc, delay)
@@ -437,7 +424,7 @@ def write_metrics(settings: AgentSettings, store: Store) -> None:
                   if current is not None else {})  # fmt: skip
         last = next((e.detail.get("last_renewal") for e in reversed(state.journal)
                      if e.step == "renew" and e.status == "done"), None)  # fmt: skip
-        last_dt = _parse_iso(last)
+        last_dt = parse_iso(last)
         failures = {k.split(":", 1)[1]: v for k, v in state.counters.items()
                     if k.startswith("failures:")}  # fmt: skip
         text = render(agent_metrics(

@@ -80,7 +80,6 @@ from edge_provision.agent.store.model import (
     _store_error,
     _str,
     _unseal,
-    utc_now_iso,
 )
 from edge_provision.errors import StoreError
 
@@ -95,7 +94,6 @@ __all__ = [
     "Store",
     "StoredChannel",
     "StoredThing",
-    "utc_now_iso",
 ]
 
 logger = logging.getLogger(__name__)

@@ -16,12 +16,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 from edge_provision import fileio
+from edge_provision.clock import iso, utc_now
 from edge_provision.errors import StoreError
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "State",
     "StoredChannel",
     "StoredThing",
-    "utc_now_iso",
 ]
 
 JOURNAL_LIMIT = 50
@@ -43,11 +42,6 @@ _STATUSES = ("started", "done", "failed")
 _SOURCES = ("mapping", "bootstrap", "renewal")
 _GEN_NAME_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 _THING_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def utc_now_iso() -> str:
-    """Now, UTC, ISO 8601 with seconds (``2024-05-01T12:00:00+00:00``)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class Phase(str, Enum):
@@ -113,12 +107,12 @@ class State:
         at: str | None = None,
     ) -> State:
         """A copy with one journal entry appended (oldest dropped beyond the limit)."""
-        entry = JournalEntry(step, status, at or utc_now_iso(), dict(detail or {}))
+        entry = JournalEntry(step, status, at or iso(utc_now()), dict(detail or {}))
         return dataclasses.replace(self, journal=(*self.journal, entry))
 
     def with_error(self, kind: str, message: str, *, at: str | None = None) -> State:
         """A copy with ``last_error`` set."""
-        return dataclasses.replace(self, last_error=ErrorInfo(kind, message, at or utc_now_iso()))
+        return dataclasses.replace(self, last_error=ErrorInfo(kind, message, at or iso(utc_now())))
 
     def bump(self, counter: str, by: int = 1) -> State:
         """A copy with ``counters[counter]`` increased by ``by``."""
