@@ -15,7 +15,7 @@ Arithmetic is exact (integers, no floats): each term is converted to whole nanos
 dropping a fraction of a nanosecond as Go does. Negative durations are refused (``"-0"``
 is zero). This module sets no upper limit; callers compare with theirs: settings have a
 maximum each, and a layout refuses more than Go's limit :data:`MAX_NS` (an int64 of
-nanoseconds, 2562047h47m16.854775807s, about 292 years). Text longer than
+nanoseconds, :data:`MAX_GO_TEXT`, about 292 years). Text longer than
 :data:`MAX_TEXT` characters is refused before it is parsed.
 
 :attr:`Duration.go_problem` says why Go would refuse a text this grammar accepts, so a
@@ -29,12 +29,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["EXPECTED", "MAX_NS", "MAX_TEXT", "NS_PER_S", "Duration", "format_duration",
-           "parse_duration"]
+__all__ = [
+    "EXPECTED",
+    "MAX_GO_TEXT",
+    "MAX_NS",
+    "MAX_TEXT",
+    "NS_PER_S",
+    "Duration",
+    "format_duration",
+    "parse_duration",
+]
 
 NS_PER_S = 10**9
 MAX_NS = 2**63 - 1
 """Go's limit: ``time.Duration`` is an int64 of nanoseconds."""
+MAX_GO_TEXT = "2562047h47m16.854775807s"
+""":data:`MAX_NS` as Go writes it."""
 MAX_TEXT = 64
 """Longest duration text read (Go's longest valid duration is 21 characters)."""
 EXPECTED = (
