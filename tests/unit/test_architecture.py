@@ -129,9 +129,10 @@ def test_agent_and_lab_never_import_each_other() -> None:
                                   "edge_provision.settings._parse",
                                   "edge_provision.settings", "edge_provision.logs"])
 def test_leaves_depend_on_nothing_above_them(leaf: str) -> None:
-    """errors, _fs, settings and _logging only use each other."""
+    """errors, fileio, settings and logs only use each other and the TOML/duration front end."""
     allowed = {"edge_provision", "edge_provision.errors", "edge_provision.fileio",
-               "edge_provision.settings._parse"}
+               "edge_provision.settings._parse", "edge_provision.tomlfile",
+               "edge_provision.duration"}
     deps = {_top_module(i) for i in _project_imports(leaf)} - {leaf}
     assert deps <= allowed, deps
 
