@@ -400,3 +400,22 @@ def test_shipped_example_config_is_valid_when_every_key_is_uncommented(tmp_path:
     assert settings.backoff_cap_s == 300
     assert settings.hook_commands == ("systemctl restart mainflux-agent",)
     assert load_agent_settings({}, {}, shipped).config_file == shipped
+
+
+def test_docs_bounds_table_matches_the_settings_table() -> None:
+    """docs/configuration.md lists every number/duration setting with its real bounds."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text("utf-8")
+    rows = [line for line in doc.splitlines() if line.startswith(("| agent |", "| lab |"))]
+    none = "\u2013"  # an en dash marks "no file key" / "no default"
+    expected = []
+    for cls, program in ((AgentSettings, "agent"), (LabSettings, "lab")):
+        for spec in fields_of(cls):
+            if spec not in _numeric_fields():
+                continue
+            key = f"`{spec.keys[0]}`" if spec.keys else none
+            default = none if spec.default is None else spec.show(spec.default)
+            expected.append(
+                f"| {program} | `{spec.name}` | {key} | `{spec.env[0]}` | {spec.kind.value} | "
+                f"{default} | {spec.show(spec.minimum)} | {spec.show(spec.maximum)} |"
+            )
+    assert rows == expected
