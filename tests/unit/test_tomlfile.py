@@ -17,40 +17,35 @@ else:  # pragma: no cover - Python < 3.11
     import tomli as tomllib
 
 
-def test_line_index_finds_headers_keys_quoted_and_dotted_keys() -> None:
-    """Table headers, bare, quoted and dotted keys each map to their own line."""
-    index = LineIndex(
-        '# comment\n[server]\nurl = "x"\n"quoted key" = 1\n'
-        "[ agent ]\nbackoff.cap = 3\n'single' = 2\n"
-    )
-    assert index.line("server") == 2
-    assert index.line("server.url") == 3
-    assert index.line("server.quoted key") == 4
-    assert index.line("agent") == 5
-    assert index.line("agent.backoff.cap") == 6
-    assert index.line("agent.single") == 7
-
-
-def test_line_index_numbers_arrays_of_tables_and_falls_back_to_parents() -> None:
-    """The Nth [[things]] is things[N-1]; nested arrays restart; unknown paths use a parent."""
-    index = LineIndex(
-        '[[things]]\nname = "a"\n[[things]]\nname = "b"\n[things.metadata]\n'
-        "[[things.routes]]\n[[things]]\n[[things.routes]]\n"
-    )
-    assert index.line("things[0].name") == 2
-    assert index.line("things[1].name") == 4
-    assert index.line("things[1].metadata") == 5
-    assert index.line("things[1].metadata.missing.deeper") == 5
-    assert index.line("things[1].routes[0]") == 6
-    assert index.line("things[2].routes[0]") == 8
-    assert index.line("nowhere") is None
-
-
-def test_line_index_skips_multiline_strings() -> None:
-    """A header or key inside a multi-line string is not counted."""
-    index = LineIndex('note = """\n[server]\nurl = 1\n"""\n[server]\nurl = 2\n')
-    assert index.line("server") == 5
-    assert index.line("server.url") == 6
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        pytest.param(
+            '# comment\n[server]\nurl = "x"\n"quoted key" = 1\n'
+            "[ agent ]\nbackoff.cap = 3\n'single' = 2\n",
+            {"server": 2, "server.url": 3, "server.quoted key": 4, "agent": 5,
+             "agent.backoff.cap": 6, "agent.single": 7},
+            id="headers-bare-quoted-dotted-keys",
+        ),
+        pytest.param(
+            '[[things]]\nname = "a"\n[[things]]\nname = "b"\n[things.metadata]\n'
+            "[[things.routes]]\n[[things]]\n[[things.routes]]\n",
+            {"things[0].name": 2, "things[1].name": 4, "things[1].metadata": 5,
+             "things[1].metadata.missing.deeper": 5, "things[1].routes[0]": 6,
+             "things[2].routes[0]": 8, "nowhere": None},
+            id="arrays-of-tables-nested-and-parent-fallback",
+        ),
+        pytest.param(
+            'note = """\n[server]\nurl = 1\n"""\n[server]\nurl = 2\n',
+            {"server": 5, "server.url": 6},
+            id="multiline-strings-skipped",
+        ),
+    ],
+)
+def test_line_index_maps_paths_to_lines(text: str, lines: dict[str, int | None]) -> None:
+    """Headers, keys, numbered [[arrays]] and parents map to lines; multi-line strings skipped."""
+    index = LineIndex(text)
+    assert {path: index.line(path) for path in lines} == lines
 
 
 def test_loads_returns_document_with_lines() -> None:
@@ -77,28 +72,25 @@ def test_syntax_error_has_source_line_column_in_the_callers_class(
 
 
 @pytest.mark.parametrize("parser", [tomllib, tomli], ids=["tomllib", "tomli"])
-def test_syntax_error_at_end_of_document_points_at_the_last_line(parser: object) -> None:
-    """An unterminated string at the end is on the last line, the same with either parser."""
-    text = '[[things]]\nname = """gw\n'
+@pytest.mark.parametrize(
+    ("text", "line", "column", "message"),
+    [
+        pytest.param('[[things]]\nname = """gw\n', 2, None,
+                     "Unterminated string at the end of the file", id="end-of-document"),
+        pytest.param("a = 1\na = 2\n", 2, 6, "Cannot overwrite a value", id="mid-file"),
+    ],
+)
+def test_syntax_problem_is_the_same_with_either_parser(
+    parser: object, text: str, line: int, column: int | None, message: str
+) -> None:
+    """Line, column and message agree whether read from attributes (tomli) or the text."""
     with pytest.raises(ValueError) as info:
         parser.loads(text)  # type: ignore[attr-defined]
     problem = syntax_problem(info.value, text, "l.toml")
-    assert (problem.line, problem.column) == (2, None)
+    assert (problem.line, problem.column) == (line, column)
     assert problem.message == (
-        "invalid TOML: Unterminated string at the end of the file; fix the syntax there "
-        "(see https://toml.io)"
+        f"invalid TOML: {message}; fix the syntax there (see https://toml.io)"
     )
-
-
-@pytest.mark.parametrize("parser", [tomllib, tomli], ids=["tomllib", "tomli"])
-def test_syntax_error_mid_file_is_the_same_with_either_parser(parser: object) -> None:
-    """Message, line and column agree whether read from attributes or from the text."""
-    text = "a = 1\na = 2\n"
-    with pytest.raises(ValueError) as info:
-        parser.loads(text)  # type: ignore[attr-defined]
-    problem = syntax_problem(info.value, text, "d.toml")
-    assert (problem.line, problem.column) == (2, 6)
-    assert problem.message.startswith("invalid TOML: Cannot overwrite a value; fix")
 
 
 def test_load_reads_utf8_and_names_the_file(tmp_path: Path) -> None:
