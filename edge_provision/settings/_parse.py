@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = ["Field", "FieldKind", "resolve_one"]
 _TRUE = {"1", "t", "true", "yes", "y", "on"}
 _FALSE = {"0", "f", "false", "no", "n", "off"}
 _MAX_FILE_MODE = 0o777
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 class FieldKind(enum.Enum):
@@ -109,7 +111,7 @@ def _to_bool(spec: Field, raw: object, from_text: bool) -> object:
 def _to_int(spec: Field, raw: object, from_text: bool) -> object:
     if isinstance(raw, int) and not isinstance(raw, bool):
         value = raw
-    elif isinstance(raw, str) and raw.strip().lstrip("-").isdecimal() and raw.strip().isascii():
+    elif isinstance(raw, str) and _INTEGER.fullmatch(raw.strip()):
         value = int(raw.strip())
     else:
         raise ValueError(f"expected an integer, got {_fmt(raw)}")

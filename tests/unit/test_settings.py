@@ -370,6 +370,11 @@ def test_lab_bad_values(tmp_path: Path) -> None:
     text = str(info.value)
     assert "env MF_PROVISION_HTTP_PORT: expected an integer" in text
     assert "env MF_PROVISION_X509_PROVISIONING: expected true or false" in text
+    for bad in ("--5", "1_000", "\u0663", "80.0"):
+        with pytest.raises(ConfigError) as bad_info:
+            load_lab_settings({}, {"MF_PROVISION_HTTP_PORT": bad})
+        expected = f'env MF_PROVISION_HTTP_PORT: expected an integer, got "{bad}"'
+        assert str(bad_info.value) == expected
 
 
 def test_lab_defaults_listen_on_loopback() -> None:
