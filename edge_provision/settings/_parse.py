@@ -29,7 +29,7 @@ __all__ = ["Field", "FieldKind", "resolve_one"]
 _TRUE = {"1", "t", "true", "yes", "y", "on"}
 _FALSE = {"0", "f", "false", "no", "n", "off"}
 _MAX_FILE_MODE = 0o777
-_INTEGER = re.compile(r"-?[0-9]+")
+_INTEGER = re.compile(r"-?[0-9]{1,4000}")  # int() refuses more than 4300 digits
 
 
 class FieldKind(enum.Enum):
@@ -122,13 +122,13 @@ def _to_int(spec: Field, raw: object, from_text: bool) -> object:
 def _number(raw: object, what: str) -> float:
     """A finite number from a TOML/flag number or decimal text; ValueError otherwise."""
     value: float | None = None
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        value = float(raw)
-    elif isinstance(raw, str):
-        try:
+    try:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            value = float(raw)
+        elif isinstance(raw, str):
             value = float(raw.strip())
-        except ValueError:
-            value = None
+    except (ValueError, OverflowError):  # not a number; an int beyond a float's range
+        value = None
     if value is None or not math.isfinite(value):
         raise ValueError(f"expected {what}, got {_fmt(raw)}")
     return value

@@ -255,9 +255,9 @@ def test_each_bound_is_enforced_and_named(spec: Field) -> None:
         assert str(info.value) == f"env {env_var}: must be at {word} {spec.show(bound)}, got {text}"
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "9" * 400])
 def test_non_finite_numbers_are_refused(value: str, tmp_path: Path) -> None:
-    """nan and inf are not numbers of seconds, from the environment or from TOML."""
+    """nan, inf and integers beyond a float are refused, from the environment or from TOML."""
     with pytest.raises(ConfigError, match="expected a finite number"):
         load_agent_settings({}, {"EDGE_PROVISION_CONNECT_TIMEOUT": value}, None)
     cfg = _config(tmp_path, f"[agent]\nbackoff_cap = {value}\n")
