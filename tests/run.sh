@@ -63,6 +63,8 @@ make_venv .venv "${PYTHON:-python3}"
 PY39=$(find_python39)
 if [ -n "$PY39" ]; then
     make_venv .venv39 "$PY39"
+elif [ "${PYTHON39:-}" = none ]; then
+    echo "==> PYTHON39=none: the suite runs on $(describe .venv/bin/python) only"
 else
     echo "==> no Python 3.9 here: the suite runs on $(describe .venv/bin/python) only"
 fi
