@@ -82,7 +82,9 @@ LIBRARY_ALIASES = {"tomllib": "toml", "tomli": "toml"}
 DISTRIBUTION_IMPORTS = {"paho-mqtt": "paho"}  # distribution name -> import name, where they differ
 
 STDLIB = stdlib_module_names()
-PURE = STDLIB | {"tomli"}  # tomli stands in for the stdlib's tomllib on Python < 3.11
+# tomllib is stdlib from 3.11 on, and tomli stands in for it before (the code imports
+# whichever exists): both count as the stdlib for purity and import-lightness
+PURE = STDLIB | {"tomllib", "tomli"}
 
 # Imports whose module name is computed at run time (the checker cannot see them):
 # file -> what they may load.
