@@ -116,19 +116,28 @@ class FakeMainflux:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._calls: Counter[tuple[str, str, str]] = Counter()
-        self._servers = {service: _ServiceServer(self, service) for service in SERVICES}
+        self._servers: dict[str, _ServiceServer] = {}
 
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> FakeMainflux:
-        """Start the three servers (idempotent)."""
-        for server in self._servers.values():
+        """Bind and start the three servers on 127.0.0.1 (idempotent).
+
+        Not needed for :meth:`request`, which answers in-process.
+        """
+        with self._lock:
+            if not self._servers:
+                self._servers = {s: _ServiceServer(self, s) for s in SERVICES}
+            servers = list(self._servers.values())
+        for server in servers:
             server.start()
         return self
 
     def stop(self) -> None:
-        """Stop the servers and drop open connections."""
-        for server in self._servers.values():
+        """Stop the servers and drop open connections (the state is kept)."""
+        with self._lock:
+            servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
             server.stop()
 
     def __enter__(self) -> FakeMainflux:
@@ -144,8 +153,12 @@ class FakeMainflux:
         return self._state.dialect.name
 
     def url(self, service: str) -> str:
-        """Base URL of ``things``, ``bootstrap`` or ``users``."""
-        return self._servers[service].url
+        """Base URL of ``things``, ``bootstrap`` or ``users`` (after :meth:`start`)."""
+        with self._lock:
+            server = self._servers.get(service)
+        if server is None:
+            raise RuntimeError(f"no {service!r} server: start() the FakeMainflux first")
+        return server.url
 
     @property
     def things_url(self) -> str:
