@@ -34,7 +34,9 @@ requests are applied one at a time, like a serialisable database.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from collections import Counter
 from collections.abc import Mapping
@@ -62,23 +64,28 @@ ADMIN_PASSWORD = "fake-admin-password"  # noqa: S105 - a throwaway test credenti
 GENERATIONS = tuple(DIALECTS)
 
 Drop = Literal["before", "after"]
+_HOLD_MAX_S = 30.0
 
 
 @dataclass
 class Fault:
-    """Make matching calls fail: answer ``status`` (not applied), or drop the connection.
+    """Make matching calls fail, or hold their answers back.
 
+    ``status``: answer it (with ``{"error": ...}``) without applying the call.
     ``drop="before"`` resets the connection without applying the call;
     ``drop="after"`` applies it, then resets the connection (the reply is lost).
+    ``hold``: apply the call, then answer only once the event is set (at most
+    30 s), so that a test can order concurrent clients deterministically.
     ``service``/``endpoint`` (e.g. ``"POST /things/bulk"``) of None match any call.
-    The first ``skip`` matching calls pass; the next ``times`` fail. ``hits`` counts
-    the calls this fault failed.
+    The first ``skip`` matching calls pass; the next ``times`` are affected.
+    ``hits`` counts the calls this fault took.
     """
 
     service: str | None = None
     endpoint: str | None = None
-    status: int = 503
+    status: int | None = None
     drop: Drop | None = None
+    hold: threading.Event | None = None
     skip: int = 0
     times: int = 1
     hits: int = field(default=0, init=False)
@@ -91,6 +98,10 @@ class _ServiceServer(FakeServer):
         super().__init__()
         self._platform = platform
         self._service = service
+        # Linux hands TCP_NODELAY on to accepted sockets: without it the reply's
+        # header and body writes meet the client's delayed ACK (~40 ms per call).
+        with contextlib.suppress(OSError):
+            self._server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _record_and_pick(self, request: RecordedRequest) -> Reply:
         return self._platform.handle(self._service, request)
@@ -208,9 +219,16 @@ class FakeMainflux:
     # ------------------------------------------------------------------ faults
 
     def fail(self, endpoint: str | None = None, *, service: str | None = None,
-             status: int = 503, drop: Drop | None = None, skip: int = 0,
-             times: int = 1) -> Fault:
-        """Add a :class:`Fault`; returns it (its ``hits`` show that it fired)."""
+             status: int | None = None, drop: Drop | None = None,
+             hold: threading.Event | None = None, skip: int = 0, times: int = 1) -> Fault:
+        """Add a :class:`Fault` (a 503 unless ``status``, ``drop`` or ``hold`` says otherwise).
+
+        Returns it: its ``hits`` show that it fired.
+        """
+        if sum(x is not None for x in (status, drop, hold)) > 1:
+            raise ValueError("give one of status, drop and hold")
+        if status is None and drop is None and hold is None:
+            status = 503
         if service is not None and service not in SERVICES:
             raise ValueError(f"service must be one of {SERVICES}, not {service!r}")
         known = {e for _s, e in ENDPOINTS}
@@ -218,7 +236,7 @@ class FakeMainflux:
             raise ValueError(f"unknown endpoint {endpoint!r}; one of {sorted(known)}")
         if times < 1 or skip < 0:
             raise ValueError("times must be >= 1 and skip >= 0")
-        fault = Fault(service, endpoint, status, drop, skip, times)
+        fault = Fault(service, endpoint, status, drop, hold, skip, times)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -249,7 +267,7 @@ class FakeMainflux:
         route, params, known_path = self._api.route(service, request.method, request.path)
         endpoint = route.endpoint if route is not None else f"{request.method} <unknown>"
         fault = self._take_fault(service, endpoint) if route is not None else None
-        if fault is not None and fault.drop is None:
+        if fault is not None and fault.status is not None:
             self._count(service, endpoint, str(fault.status))
             return Reply(status=fault.status, json={"error": "fault injected by the test"},
                          headers={"Content-Type": "application/json"})
@@ -257,10 +275,12 @@ class FakeMainflux:
             self._count(service, endpoint, "dropped")
             return Reply(close_without_reply=True)
         reply = self._api.handle(route, params, known_path, request)
-        if fault is not None:  # drop after
+        if fault is not None and fault.drop == "after":
             self._count(service, endpoint, "dropped")
             return Reply(close_without_reply=True)
         self._count(service, endpoint, str(reply.status))
+        if fault is not None and fault.hold is not None:
+            fault.hold.wait(_HOLD_MAX_S)
         return reply
 
     def request(self, service: str, method: str, target: str, *,
