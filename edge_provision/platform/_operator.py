@@ -21,7 +21,8 @@ from edge_provision.errors import EdgeProvisionError, ProtocolError
 from edge_provision.http import AuthScheme, Credential, HttpClient, HttpResponse, error_for_status
 
 __all__ = [
-    "ERROR_STATUS", "Observer", "OperatorCalls", "Page", "TokenSource", "page_of", "query", "seg",
+    "ERROR_STATUS", "Observer", "OperatorCalls", "OperatorClient", "Page", "TokenSource",
+    "page_of", "query", "seg",
 ]
 
 logger = logging.getLogger(__name__)
@@ -156,3 +157,20 @@ class OperatorCalls:
                 self._observer(self.service, endpoint, status)
             except Exception:  # a counter's bug must not fail the call
                 logger.exception("request observer failed service=%s", self.service)
+
+
+class OperatorClient:
+    """Base of the operator-side clients: one service URL, a token source, an observer."""
+
+    SERVICE = ""
+
+    def __init__(self, http: HttpClient, tokens: TokenSource, *,
+                 auth_scheme: AuthScheme = AuthScheme.AUTO,
+                 observer: Observer | None = None) -> None:
+        self._calls = OperatorCalls(http, self.SERVICE, tokens, auth_scheme=auth_scheme,
+                                    observer=observer)
+
+    @property
+    def base_url(self) -> str:
+        """The service URL."""
+        return self._calls.http.base_url

@@ -28,12 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from edge_provision.errors import ProtocolError
-from edge_provision.http import AuthScheme, HttpClient
 from edge_provision.platform._operator import (
-    Observer,
-    OperatorCalls,
+    OperatorClient,
     Page,
-    TokenSource,
     page_of,
     query,
     seg,
@@ -133,19 +130,10 @@ def _parse_view(value: object, where: str) -> ConfigView:
     )
 
 
-class BootstrapConfigsClient:
+class BootstrapConfigsClient(OperatorClient):
     """Bootstrap's management API as an operator (user token or API key) uses it."""
 
-    def __init__(self, http: HttpClient, tokens: TokenSource, *,
-                 auth_scheme: AuthScheme = AuthScheme.AUTO,
-                 observer: Observer | None = None) -> None:
-        self._calls = OperatorCalls(http, SERVICE, tokens, auth_scheme=auth_scheme,
-                                    observer=observer)
-
-    @property
-    def base_url(self) -> str:
-        """The Bootstrap service root."""
-        return self._calls.http.base_url
+    SERVICE = SERVICE
 
     def create(self, config: NewConfig) -> str:
         """Create a config; return its id (the thing id) from ``Location``.

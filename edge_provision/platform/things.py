@@ -14,14 +14,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 from edge_provision.errors import ProtocolError
-from edge_provision.http import AuthScheme, HttpClient
 from edge_provision.platform._operator import (
-    Observer,
-    OperatorCalls,
+    OperatorClient,
     Page,
-    TokenSource,
     page_of,
     query,
     seg,
@@ -38,6 +36,7 @@ __all__ = ["NewChannel", "NewThing", "Page", "ThingsClient"]
 logger = logging.getLogger(__name__)
 
 SERVICE = "things"
+T = TypeVar("T")
 _MAX_LIMIT = 100
 
 
@@ -63,19 +62,10 @@ def _check_limit(offset: int, limit: int) -> None:
         raise ValueError(f"limit must be 1..{_MAX_LIMIT} and offset >= 0, got {limit}, {offset}")
 
 
-class ThingsClient:
+class ThingsClient(OperatorClient):
     """The Things service as an operator (user token or API key) uses it."""
 
-    def __init__(self, http: HttpClient, tokens: TokenSource, *,
-                 auth_scheme: AuthScheme = AuthScheme.AUTO,
-                 observer: Observer | None = None) -> None:
-        self._calls = OperatorCalls(http, SERVICE, tokens, auth_scheme=auth_scheme,
-                                    observer=observer)
-
-    @property
-    def base_url(self) -> str:
-        """The Things service URL."""
-        return self._calls.http.base_url
+    SERVICE = SERVICE
 
     # ------------------------------------------------------------------ create
 
@@ -167,20 +157,21 @@ class ThingsClient:
     def things(self, *, metadata: Mapping[str, object] | None = None, name: str | None = None,
                offset: int = 0, limit: int = _MAX_LIMIT) -> Page[PlatformThing]:
         """Things whose metadata contains ``metadata`` and whose name contains ``name``."""
-        _check_limit(offset, limit)
-        params = {"offset": offset, "limit": limit, "name": name or None,
-                  "metadata": dict(metadata) if metadata is not None else None}
-        response = self._calls.call("GET", f"/things{query(params)}", "GET /things")
-        return page_of(response, "things", parse_thing)
+        return self._search("things", parse_thing, metadata, name, offset, limit)
 
     def channels(self, *, metadata: Mapping[str, object] | None = None, name: str | None = None,
                  offset: int = 0, limit: int = _MAX_LIMIT) -> Page[PlatformChannel]:
         """Channels whose metadata contains ``metadata`` and whose name contains ``name``."""
+        return self._search("channels", parse_channel, metadata, name, offset, limit)
+
+    def _search(self, kind: str, parse: Callable[[object, str], T],
+                metadata: Mapping[str, object] | None, name: str | None, offset: int,
+                limit: int) -> Page[T]:
         _check_limit(offset, limit)
         params = {"offset": offset, "limit": limit, "name": name or None,
                   "metadata": dict(metadata) if metadata is not None else None}
-        response = self._calls.call("GET", f"/channels{query(params)}", "GET /channels")
-        return page_of(response, "channels", parse_channel)
+        response = self._calls.call("GET", f"/{kind}{query(params)}", f"GET /{kind}")
+        return page_of(response, kind, parse)
 
     # ----------------------------------------------------------------- deletes
 

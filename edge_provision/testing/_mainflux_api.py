@@ -14,7 +14,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import parse_qs, unquote
@@ -267,59 +267,57 @@ class MainfluxApi:
             "direction": "", kind: [i.view() for i in items[offset:offset + limit]],
         })  # fmt: skip
 
-    def list_things(self, call: Call) -> Reply:
-        """GET /things: ``name`` is a case-insensitive substring, ``metadata`` containment."""
+    def _search(self, call: Call, kind: str, rows: Iterable[Thing | Channel]) -> Reply:
+        """A filtered page: ``name`` a case-insensitive substring, ``metadata`` containment."""
         offset, limit, name, metadata = self._page(call)
         owner = self._owner(call, "things")
-        found = [t for t in self.state.things.values() if t.owner == owner
-                 and name.lower() in t.name.lower()
-                 and (metadata is None or contains(t.metadata, metadata))]  # fmt: skip
-        return self._listing("things", found, offset, limit)
+        found = [r for r in rows if r.owner == owner and name.lower() in r.name.lower()
+                 and (metadata is None or contains(r.metadata, metadata))]  # fmt: skip
+        return self._listing(kind, found, offset, limit)
+
+    def list_things(self, call: Call) -> Reply:
+        """GET /things?name=&metadata=&offset=&limit=."""
+        return self._search(call, "things", self.state.things.values())
 
     def list_channels(self, call: Call) -> Reply:
-        """GET /channels (same filters as things)."""
-        offset, limit, name, metadata = self._page(call)
+        """GET /channels (the same filters)."""
+        return self._search(call, "channels", self.state.channels.values())
+
+    def _view(self, call: Call, rows: Mapping[str, Thing] | Mapping[str, Channel]) -> Reply:
+        """One row by id: 404 for unknown, foreign and malformed ids alike."""
         owner = self._owner(call, "things")
-        found = [c for c in self.state.channels.values() if c.owner == owner
-                 and name.lower() in c.name.lower()
-                 and (metadata is None or contains(c.metadata, metadata))]  # fmt: skip
-        return self._listing("channels", found, offset, limit)
+        row = rows.get(call.params["id"])
+        if row is None or row.owner != owner:
+            raise ApiError(404, NOT_FOUND)
+        return _json_reply(200, row.view())
 
     def view_thing(self, call: Call) -> Reply:
-        """GET /things/{id}: 404 for unknown, foreign and malformed ids alike."""
-        owner = self._owner(call, "things")
-        thing = self.state.owned_thing(owner, call.params["id"])
-        if thing is None:
-            raise ApiError(404, NOT_FOUND)
-        return _json_reply(200, thing.view())
+        """GET /things/{id}."""
+        return self._view(call, self.state.things)
 
     def view_channel(self, call: Call) -> Reply:
         """GET /channels/{id}."""
+        return self._view(call, self.state.channels)
+
+    def _delete(self, call: Call, rows: Mapping[str, Thing] | Mapping[str, Channel],
+                remove: Callable[[str], None]) -> Reply:
+        """204 also for unknown (and foreign) ids, 400 for malformed ones."""
         owner = self._owner(call, "things")
-        channel = self.state.owned_channel(owner, call.params["id"])
-        if channel is None:
-            raise ApiError(404, NOT_FOUND)
-        return _json_reply(200, channel.view())
+        row_id = call.params["id"]
+        if not is_uuid(row_id):
+            raise ApiError(400, "remove entity failed")
+        row = rows.get(row_id)
+        if row is not None and row.owner == owner:
+            remove(row_id)
+        return _empty(204)
 
     def delete_thing(self, call: Call) -> Reply:
-        """DELETE /things/{id}: 204 also for unknown ids, 400 for malformed ones."""
-        owner = self._owner(call, "things")
-        thing_id = call.params["id"]
-        if not is_uuid(thing_id):
-            raise ApiError(400, "remove entity failed")
-        if self.state.owned_thing(owner, thing_id) is not None:
-            self.state.remove_thing(thing_id)
-        return _empty(204)
+        """DELETE /things/{id}: connections and (Bootstrap's event handler) its config go too."""
+        return self._delete(call, self.state.things, self.state.remove_thing)
 
     def delete_channel(self, call: Call) -> Reply:
-        """DELETE /channels/{id}: 204 also for unknown ids."""
-        owner = self._owner(call, "things")
-        channel_id = call.params["id"]
-        if not is_uuid(channel_id):
-            raise ApiError(400, "remove entity failed")
-        if self.state.owned_channel(owner, channel_id) is not None:
-            self.state.remove_channel(channel_id)
-        return _empty(204)
+        """DELETE /channels/{id}: connections go too; configs drop the channel."""
+        return self._delete(call, self.state.channels, self.state.remove_channel)
 
     def thing_channels(self, call: Call) -> Reply:
         """GET /things/{id}/channels: the channels the thing is connected to."""

@@ -78,6 +78,18 @@ DIALECTS: dict[str, Dialect] = {
 }
 
 
+def _entity_view(entity_id: str, name: str, key: str | None,
+                 metadata: dict[str, object]) -> dict[str, object]:
+    out: dict[str, object] = {"id": entity_id}
+    if name:
+        out["name"] = name
+    if key is not None:
+        out["key"] = key
+    if metadata:
+        out["metadata"] = metadata
+    return out
+
+
 @dataclass
 class Thing:
     """A thing row."""
@@ -90,13 +102,7 @@ class Thing:
 
     def view(self) -> dict[str, object]:
         """The wire shape: name and metadata are left out when empty (Go omitempty)."""
-        out: dict[str, object] = {"id": self.id}
-        if self.name:
-            out["name"] = self.name
-        out["key"] = self.key
-        if self.metadata:
-            out["metadata"] = self.metadata
-        return out
+        return _entity_view(self.id, self.name, self.key, self.metadata)
 
 
 @dataclass
@@ -110,12 +116,7 @@ class Channel:
 
     def view(self) -> dict[str, object]:
         """The wire shape: name and metadata are left out when empty."""
-        out: dict[str, object] = {"id": self.id}
-        if self.name:
-            out["name"] = self.name
-        if self.metadata:
-            out["metadata"] = self.metadata
-        return out
+        return _entity_view(self.id, self.name, None, self.metadata)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -35,39 +36,7 @@ EXT_ID = "02:42:ac:11:00:07"
 EXT_KEY = "gateway-external-key-0007"
 MARKERS = ("edge_provision_mapping", "edge_provision_request", "edge_provision_index")
 
-MULTI_LAYOUT = """
-[bootstrap]
-  provision = true
-  autowhite_list = true
-  x509_provision = true
-  [bootstrap.content.agent.mqtt]
-    url = "tcp://mqtt.lab.test:1883"
-
-[cert]
-  ttl = "24h"
-  keyType = "ec"
-  key_bits = 256
-
-[[things]]
-  name = "sensor-a"
-[[things]]
-  name = "gateway"
-  [things.metadata]
-    external_id = "placeholder"
-[[things]]
-  name = "sensor-b"
-
-[[channels]]
-  name = "data-channel"
-  [channels.metadata]
-    type = "data"
-[[channels]]
-  name = "events"
-[[channels]]
-  name = "control-channel"
-  [channels.metadata]
-    type = "control"
-"""
+MULTI_LAYOUT = Path(__file__).resolve().parents[1] / "data" / "layouts" / "valid_multi.toml"
 
 # the calls of a new mapping with the built-in layout, in order
 CREATE_STEPS = [
@@ -300,20 +269,18 @@ def test_an_incomplete_mapping_is_reported(backend: MainfluxBackend, fake: FakeM
 
 
 def test_multi_thing_layout_with_certificates(backend: MainfluxBackend, fake: FakeMainflux,
-                                              tmp_path: object) -> None:
-    """Three things, three channels, certificates: one extra /connect; the gateway's
+                                              tmp_path: Path) -> None:
+    """Three things, four channels, certificates: one extra /connect; the gateway's
     certificate goes into its config and comes back on a repeat."""
-    from pathlib import Path
-
-    ca = LocalCA.load_or_create(Path(str(tmp_path)) / "ca", common_name="test CA")
+    ca = LocalCA.load_or_create(tmp_path / "ca", common_name="test CA")
 
     def issue(things: Sequence[ThingRecord], wanted: Sequence[PlannedCertificate]
-              ) -> dict[str, tuple[IssuedCert, str]]:
+              ) -> dict[str, tuple[IssuedCert, str]]:  # EC keys: quick to make
         return {things[w.thing_index].id: ca.issue(common_name=things[w.thing_index].id,
-                                                   key_type=w.key_type, key_bits=w.key_bits,
-                                                   ttl_s=w.ttl_s) for w in wanted}
+                                                   key_type="ec", key_bits=256, ttl_s=w.ttl_s)
+                for w in wanted}
 
-    layout = load_layout(MULTI_LAYOUT)
+    layout = load_layout(MULTI_LAYOUT.read_text(encoding="utf-8"), str(MULTI_LAYOUT))
     fake.reset_calls()
     made = backend.provision(plan(layout, EXT_ID, EXT_KEY), owner="admin", issue_certs=issue)
     assert sum(fake.call_counts().values()) == 6
@@ -321,11 +288,11 @@ def test_multi_thing_layout_with_certificates(backend: MainfluxBackend, fake: Fa
     gateway = made.things[1]
     assert [t.name for t in made.things] == ["sensor-a", "gateway", "sensor-b"]
     assert len(made.client_certs) == 3 and made.ca_cert == ca.cert_pem
-    assert len([c for c in fake.connections() if c[1] in {t.id for t in made.things}]) == 9
+    assert len([c for c in fake.connections() if c[1] in {t.id for t in made.things}]) == 12
     config = next(c for c in fake.configs() if c["mainflux_id"] == gateway.id)
     assert config["client_cert"] == made.client_certs[gateway.id]
     assert [c["name"] for c in config["mainflux_channels"]] == [  # type: ignore[union-attr]
-        "control-channel", "data-channel", "events"]
+        "control-channel", "data-channel", "export-channel", "events"]
     fake.reset_calls()
     again = backend.provision(plan(layout, EXT_ID, EXT_KEY), owner="admin", issue_certs=issue)
     assert sum(fake.call_counts().values()) == 3  # + the device endpoint for the certificate
