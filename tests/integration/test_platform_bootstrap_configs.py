@@ -111,9 +111,9 @@ def test_conflicts_and_refusals(things: ThingsClient, configs: BootstrapConfigsC
     with pytest.raises(AlreadyProvisioned):
         configs.create(NewConfig("ext-1", "k", dev.id, (ctrl,)))
     with pytest.raises(Rejected):
-        configs.create(NewConfig("ext-3", "k", "c89adb9d-bae5-4999-a97a-3fea67819be6", (ctrl,)))
+        configs.create(NewConfig("ext-3", "k", "0b9e8a41-5c3d-4f6e-9a21-7d0c4e5f6a11", (ctrl,)))
     with pytest.raises(Rejected):
-        configs.create(NewConfig("ext-4", "k", dev.id, ("c89adb9d-bae5-4999-a97a-3fea67819be6",)))
+        configs.create(NewConfig("ext-4", "k", dev.id, ("0b9e8a41-5c3d-4f6e-9a21-7d0c4e5f6a11",)))
     assert fake.counts()["bootstrap_configs"] == 1
 
 

@@ -13,7 +13,7 @@ from edge_provision.platform.users import ApiKey
 from edge_provision.testing.mainflux import FakeMainflux
 
 Seen = list[tuple[str, str, str]]
-UNKNOWN = "c89adb9d-bae5-4999-a97a-3fea67819be6"
+UNKNOWN = "0b9e8a41-5c3d-4f6e-9a21-7d0c4e5f6a11"
 
 
 @pytest.fixture(params=["0.12", "0.13"])
