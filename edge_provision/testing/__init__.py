@@ -240,6 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK wait per keep-alive reply
     timeout = _HANDLER_SOCKET_TIMEOUT_S
 
     def log_message(self, format: str, *args: object) -> None:
