@@ -11,6 +11,7 @@ from edge_provision.platform.certs import normalize_serial
 from edge_provision.platform.models import (
     PlatformChannel,
     parse_channel,
+    parse_list,
     parse_rfc3339,
     parse_thing,
 )
@@ -70,3 +71,17 @@ def test_normalize_serial() -> None:
     """Serials compare as lower hex without separators."""
     assert normalize_serial("1A:2b:3C") == "1a2b3c"
     assert normalize_serial(" ff ") == "ff"
+
+
+def test_parse_list_reads_each_item_with_its_place() -> None:
+    """A list field is read item by item; null or absent is empty; errors name key[i]."""
+    data: dict[str, object] = {"channels": [{"id": "c1"}, {"id": "c2", "name": "n"}],
+                               "things": None}
+    channels = parse_list(data, "channels", parse_channel, "reply")
+    assert [c.id for c in channels] == ["c1", "c2"]
+    assert parse_list(data, "things", parse_thing, "reply") == ()
+    assert parse_list(data, "absent", parse_thing, "reply") == ()
+    with pytest.raises(ProtocolError, match=r"reply: 'channels' is not a list"):
+        parse_list({"channels": {"id": "c1"}}, "channels", parse_channel, "reply")
+    with pytest.raises(ProtocolError, match=r"channels\[1\]: missing field 'id'"):
+        parse_list({"channels": [{"id": "c1"}, {}]}, "channels", parse_channel, "reply")
