@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IDENTITY_FILE",
     "Identity",
+    "IdentityPreview",
     "InterfaceInfo",
     "MacFormat",
     "format_mac",
@@ -60,6 +61,7 @@ __all__ = [
     "load_identity",
     "parse_mac",
     "pick_interface",
+    "preview_identity",
     "resolve_identity",
 ]
 
@@ -543,6 +545,26 @@ def identity_for(
         mac_format=MacFormat(settings.mac_format), prefix=settings.id_prefix,
         interfaces=interfaces, persist=persist,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IdentityPreview:
+    """The identity the settings give (nothing written) and the interfaces seen."""
+
+    identity: Identity
+    interfaces: tuple[InterfaceInfo, ...]
+
+    @staticmethod
+    def usable(info: InterfaceInfo) -> bool:
+        """Whether ``info`` could give the external_id (not virtual, a usable MAC)."""
+        return not is_virtual(info.name) and is_usable_mac(info.mac)
+
+
+def preview_identity(settings: AgentSettings) -> IdentityPreview:
+    """What ``edge-provision identity`` shows: :func:`identity_for` without writing."""
+    interfaces = list_interfaces()
+    return IdentityPreview(identity_for(settings, interfaces=interfaces, persist=False),
+                           tuple(sorted(interfaces, key=lambda i: i.index)))  # fmt: skip
 
 
 def _store(path: Path, record: _Record) -> None:

@@ -23,9 +23,16 @@ from _mqtt_lab import (
 )
 
 from edge_provision.agent import mqtt
-from edge_provision.agent.renew.renewal import renew, run_renew
+from edge_provision.agent.renew.renewal import renew
 from edge_provision.agent.store import Store
-from edge_provision.agent.wiring import build_clients, build_store, build_verifier, run_enroll
+from edge_provision.agent.wiring import (
+    build_clients,
+    build_store,
+    build_verifier,
+    mqtt_target,
+    run_enroll,
+    run_renew,
+)
 from edge_provision.crypto import pki
 from edge_provision.errors import CertificateError, ServiceUnavailable
 from edge_provision.lab.mosquitto import ADMIN_USER
@@ -226,7 +233,7 @@ def test_control_command_triggers_renewal(tmp_path: Path) -> None:
         before = _serial(store)
         gen = store.current_generation()
         assert gen is not None
-        target = mqtt.target_for(settings, gen)
+        target = mqtt_target(settings, gen)
         assert target is not None
         done = threading.Event()
         results = []

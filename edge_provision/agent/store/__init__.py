@@ -26,6 +26,7 @@ write (writes outside it raise :class:`StoreError`; the lock is re-entrant withi
 ``load_state() -> State`` never raises on damage: a damaged ``state.json`` falls back to
 ``state.json.prev`` (``recovered_from == "state.json.prev"``), both damaged to a fresh state
 (``recovered_from == "fresh"``), each with a warning. ``save_state(state)``;
+``update_state(change) -> State`` (load, change, save);
 ``write_generation(GenerationData) -> int``; ``switch_current(n) -> State``;
 ``current_generation() -> Generation | None`` verifies every file against the manifest and,
 if the live generation is damaged, returns the newest older valid one with
@@ -213,6 +214,13 @@ class Store:
             _parse_state(old)
             fileio.atomic_write(self.prev_path, old, fileio.SECRET_MODE)
         fileio.atomic_write(self.state_path, _seal(body), fileio.SECRET_MODE)
+
+    def update_state(self, change: Callable[[State], State]) -> State:
+        """Load the state, apply ``change``, save and return the result (under the lock)."""
+        self._require_lock("update_state")
+        state = change(self.load_state())
+        self.save_state(state)
+        return state
 
     # -- generations ----------------------------------------------------------------------
 
