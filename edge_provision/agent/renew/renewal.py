@@ -91,9 +91,7 @@ class _Run:
     step: str = "renew"
 
     def update(self, change: Callable[[State], State]) -> State:
-        state = change(self.store.load_state())
-        self.store.save_state(state)
-        return state
+        return self.store.update_state(change)
 
     def journal(self, status: str, detail: Mapping[str, str] | None = None) -> None:
         at = iso(self.clock())
