@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -17,34 +16,30 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edge_provision import fileio
-from edge_provision.crypto.keys import (
-    _CN_MAX_LEN,
-    _PEM,
-    _RSA_BITS,
+from edge_provision.crypto._x509 import (
+    CN_MAX_LEN,
+    EC_CURVE_NAMES,
+    PEM,
+    RSA_BITS,
     PrivateKey,
-    _as_utc,
-    _cn_name,
-    _is_int,
-    _load_cert,
-    _same_key,
-    _to_bytes,
-    _utc_time,
-    generate_key,
-    key_to_pem,
-    load_key,
+    PublicKey,
+    as_utc,
+    cn_name,
+    is_int,
+    load_cert,
+    same_key,
+    to_bytes,
+    utc_time,
 )
+from edge_provision.crypto.keys import generate_key, key_to_pem, load_key
 from edge_provision.errors import CertificateError, StoreError
 
 __all__ = ["CLOCK_SKEW_S", "IssuedCert", "LocalCA"]
 
 logger = logging.getLogger("edge_provision.crypto.pki")  # the name it always logged under
 
-_PublicKey = Union[ec.EllipticCurvePublicKey, rsa.RSAPublicKey]
-
 CLOCK_SKEW_S = 60
 """Issued certificates start this many seconds in the past (slow device clocks)."""
-
-_EC_CURVE_NAMES = frozenset(("secp256r1", "secp384r1", "secp521r1"))
 
 
 @dataclass(frozen=True)
@@ -58,16 +53,16 @@ class IssuedCert:
     ca_pem: str
 
 
-def _check_public_key(public_key: object) -> _PublicKey:
+def _check_public_key(public_key: object) -> PublicKey:
     """Refuse weak keys (RSA < 2048), curves other than P-256/384/521 and other key kinds."""
     if isinstance(public_key, rsa.RSAPublicKey):
-        if public_key.key_size < _RSA_BITS[0]:
+        if public_key.key_size < RSA_BITS[0]:
             raise CertificateError(
                 f"RSA key of {public_key.key_size} bits is too weak; use at least 2048 bits"
             )
         return public_key
     if isinstance(public_key, ec.EllipticCurvePublicKey):
-        if public_key.curve.name not in _EC_CURVE_NAMES:
+        if public_key.curve.name not in EC_CURVE_NAMES:
             raise CertificateError(
                 f"EC curve {public_key.curve.name} is not allowed; use P-256, P-384 or P-521"
             )
@@ -76,7 +71,7 @@ def _check_public_key(public_key: object) -> _PublicKey:
 
 
 def _check_ttl(ttl_s: int) -> None:
-    if not _is_int(ttl_s) or ttl_s < 1:
+    if not is_int(ttl_s) or ttl_s < 1:
         raise CertificateError(f"certificate ttl must be whole seconds >= 1, got {ttl_s!r}")
 
 
@@ -117,12 +112,12 @@ class LocalCA:
 
     def __init__(self, key: PrivateKey, cert: x509.Certificate) -> None:
         """Wrap a CA key and its certificate (CertificateError if they do not match)."""
-        if not _same_key(cert, key):
+        if not same_key(cert, key):
             raise CertificateError("CA certificate does not match the CA private key")
         self._key = key
         self._cert = cert
         self._ski = x509.SubjectKeyIdentifier.from_public_key(_check_public_key(key.public_key()))
-        self._cert_pem = cert.public_bytes(_PEM).decode("ascii")
+        self._cert_pem = cert.public_bytes(PEM).decode("ascii")
 
     @property
     def cert_pem(self) -> str:
@@ -132,7 +127,7 @@ class LocalCA:
     @property
     def not_after(self) -> datetime:
         """When the CA certificate expires; no certificate it issues outlives it."""
-        return _utc_time(self._cert, "not_valid_after")
+        return utc_time(self._cert, "not_valid_after")
 
     @classmethod
     def create(
@@ -146,7 +141,7 @@ class LocalCA:
     ) -> LocalCA:
         """Make a new CA in memory only (for tests and throwaway labs)."""
         key = generate_key(key_type, key_bits)
-        return cls(key, _self_signed(key, common_name, validity_days, _as_utc(now)))
+        return cls(key, _self_signed(key, common_name, validity_days, as_utc(now)))
 
     @classmethod
     def load_or_create(
@@ -183,20 +178,20 @@ class LocalCA:
                 fileio.atomic_write(key_path, key_to_pem(key), mode=fileio.SECRET_MODE)
                 logger.info("lab ca key created path=%s", key_path)
             if cert_path.exists():
-                cert = _load_cert(_read(cert_path, "CA certificate"), str(cert_path))
-                if not _same_key(cert, key):
+                cert = load_cert(_read(cert_path, "CA certificate"), str(cert_path))
+                if not same_key(cert, key):
                     raise CertificateError(
                         f"{cert_path} does not belong to {key_path}; remove ca.crt to "
                         "self-sign a new one for this key"
                     )
             else:
-                cert = _self_signed(key, common_name, validity_days, _as_utc(now))
-                fileio.atomic_write(cert_path, cert.public_bytes(_PEM), mode=fileio.PUBLIC_MODE)
+                cert = _self_signed(key, common_name, validity_days, as_utc(now))
+                fileio.atomic_write(cert_path, cert.public_bytes(PEM), mode=fileio.PUBLIC_MODE)
                 logger.info(
                     "lab ca certificate created path=%s serial=%x", cert_path, cert.serial_number
                 )
         ca = cls(key, cert)
-        if ca.not_after <= _as_utc(now):
+        if ca.not_after <= as_utc(now):
             logger.warning(
                 "lab ca certificate expired path=%s not_after=%s", cert_path, ca.not_after
             )
@@ -211,7 +206,7 @@ class LocalCA:
         only gives its public key, once its signature proved possession of it.
         """
         try:
-            csr = x509.load_pem_x509_csr(_to_bytes(csr_pem))
+            csr = x509.load_pem_x509_csr(to_bytes(csr_pem))
         except ValueError as exc:
             raise CertificateError(
                 "not a valid PEM CSR (expected '-----BEGIN CERTIFICATE REQUEST-----')"
@@ -238,7 +233,7 @@ class LocalCA:
         Like the Mainflux Certs service (through Vault) the server makes the
         key. Never log ``key_pem``.
         """
-        _cn_name(common_name)
+        cn_name(common_name)
         _check_ttl(ttl_s)
         key = generate_key(key_type, key_bits)
         return self._issue_for(key.public_key(), common_name, ttl_s, now), key_to_pem(key)
@@ -262,20 +257,20 @@ class LocalCA:
             raise CertificateError("a server certificate needs at least one non-empty hostname")
         _check_ttl(ttl_s)
         key = generate_key(key_type, key_bits)
-        issued = self._issue_for(key.public_key(), names[0][:_CN_MAX_LEN], ttl_s, now, names)
+        issued = self._issue_for(key.public_key(), names[0][:CN_MAX_LEN], ttl_s, now, names)
         return issued, key_to_pem(key)
 
     def _issue_for(
         self,
-        public_key: _PublicKey,
+        public_key: PublicKey,
         common_name: str,
         ttl_s: int,
         now: datetime | None,
         server_names: tuple[str, ...] = (),
     ) -> IssuedCert:
-        subject = _cn_name(common_name)
+        subject = cn_name(common_name)
         _check_ttl(ttl_s)
-        when = _as_utc(now)
+        when = as_utc(now)
         not_after = min(when + timedelta(seconds=ttl_s), self.not_after)
         if not_after <= when:
             raise CertificateError(
@@ -311,10 +306,10 @@ class LocalCA:
         serial = format(cert.serial_number, "x")
         logger.debug("certificate issued serial=%s server=%s", serial, bool(server_names))
         return IssuedCert(
-            cert_pem=cert.public_bytes(_PEM).decode("ascii"),
+            cert_pem=cert.public_bytes(PEM).decode("ascii"),
             serial=serial,
-            not_before=_utc_time(cert, "not_valid_before"),
-            not_after=_utc_time(cert, "not_valid_after"),
+            not_before=utc_time(cert, "not_valid_before"),
+            not_after=utc_time(cert, "not_valid_after"),
             ca_pem=self._cert_pem,
         )
 
@@ -322,9 +317,9 @@ class LocalCA:
 def _self_signed(
     key: PrivateKey, common_name: str, validity_days: int, now: datetime
 ) -> x509.Certificate:
-    if not _is_int(validity_days) or validity_days < 1:
+    if not is_int(validity_days) or validity_days < 1:
         raise CertificateError(f"CA validity_days must be >= 1, got {validity_days!r}")
-    name = _cn_name(common_name)
+    name = cn_name(common_name)
     public_key = _check_public_key(key.public_key())
     return (
         x509.CertificateBuilder()

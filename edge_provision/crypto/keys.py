@@ -1,35 +1,28 @@
-"""Key generation and loading plus the low-level X.509 helpers shared by pki and _ca."""
+"""Private keys and CSRs: make, serialize and load EC/RSA keys; make a CSR for a key."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Literal, Union
+from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
+from edge_provision.crypto._x509 import (
+    EC_CURVES,
+    PEM,
+    RSA_BITS,
+    PrivateKey,
+    cn_name,
+    is_int,
+    to_bytes,
+)
 from edge_provision.errors import CertificateError
 
-__all__ = ["KeyType", "PrivateKey", "generate_key", "key_to_pem", "load_key"]
+__all__ = ["KeyType", "PrivateKey", "generate_key", "key_to_pem", "load_key", "make_csr"]
 
 KeyType = Literal["ec", "rsa"]
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
-
-_EC_CURVES: dict[int, type[ec.EllipticCurve]] = {
-    256: ec.SECP256R1,
-    384: ec.SECP384R1,
-    521: ec.SECP521R1,
-}
-_RSA_BITS = (2048, 3072, 4096)
-_CN_MAX_LEN = 64  # RFC 5280 ub-common-name
-_PEM = serialization.Encoding.PEM
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def generate_key(key_type: str = "ec", key_bits: int | None = None) -> PrivateKey:
@@ -40,15 +33,15 @@ def generate_key(key_type: str = "ec", key_bits: int | None = None) -> PrivateKe
     kind = key_type.strip().lower() if isinstance(key_type, str) else key_type
     if kind == "ec":
         bits = 256 if key_bits is None else key_bits
-        curve = _EC_CURVES.get(bits) if _is_int(bits) else None
+        curve = EC_CURVES.get(bits) if is_int(bits) else None
         if curve is None:
             raise CertificateError(
                 f"key_bits {key_bits!r} is not allowed for key_type 'ec'; use 256, 384 or 521"
             )
         return ec.generate_private_key(curve())
     if kind == "rsa":
-        bits = 2048 if key_bits is None else key_bits
-        if not _is_int(bits) or bits not in _RSA_BITS:
+        bits = RSA_BITS[0] if key_bits is None else key_bits
+        if not is_int(bits) or bits not in RSA_BITS:
             raise CertificateError(
                 f"key_bits {key_bits!r} is not allowed for key_type 'rsa'; use 2048, 3072 or 4096"
             )
@@ -59,17 +52,8 @@ def generate_key(key_type: str = "ec", key_bits: int | None = None) -> PrivateKe
 def key_to_pem(key: PrivateKey) -> str:
     """Serialize a private key as unencrypted PKCS#8 PEM (``BEGIN PRIVATE KEY``)."""
     return key.private_bytes(
-        _PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode("ascii")
-
-
-def _to_bytes(pem: str | bytes) -> bytes:
-    if isinstance(pem, str):
-        try:
-            return pem.encode("ascii")
-        except UnicodeEncodeError:
-            raise CertificateError("PEM text contains non-ASCII characters") from None
-    return bytes(pem)
 
 
 def load_key(pem: str | bytes) -> PrivateKey:
@@ -78,7 +62,7 @@ def load_key(pem: str | bytes) -> PrivateKey:
     Raises :class:`CertificateError` for garbage, encrypted keys and other key types.
     """
     try:
-        key = serialization.load_pem_private_key(_to_bytes(pem), password=None)
+        key = serialization.load_pem_private_key(to_bytes(pem), password=None)
     except TypeError as exc:
         raise CertificateError("private key is encrypted; store it without a passphrase") from exc
     except (ValueError, InvalidSignature) as exc:
@@ -90,50 +74,7 @@ def load_key(pem: str | bytes) -> PrivateKey:
     return key
 
 
-def _cn_name(common_name: str) -> x509.Name:
-    if not isinstance(common_name, str) or not 1 <= len(common_name) <= _CN_MAX_LEN:
-        size = len(common_name) if isinstance(common_name, str) else type(common_name).__name__
-        raise CertificateError(f"common name must be 1 to {_CN_MAX_LEN} characters, got {size}")
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-
-def _load_cert(pem: str | bytes, what: str = "certificate") -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(_to_bytes(pem))
-    except ValueError as exc:
-        raise CertificateError(
-            f"{what} is not a valid PEM certificate (expected '-----BEGIN CERTIFICATE-----')"
-        ) from exc
-
-
-def _utc_time(cert: x509.Certificate, name: str) -> datetime:
-    """``not_valid_before``/``not_valid_after`` as aware UTC on every cryptography version."""
-    aware = getattr(cert, f"{name}_utc", None)  # cryptography >= 42
-    if isinstance(aware, datetime):
-        return aware
-    naive: datetime = getattr(cert, name)  # pragma: no cover - cryptography < 42
-    return naive.replace(tzinfo=timezone.utc)  # pragma: no cover
-
-
-def _as_utc(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(timezone.utc)
-    if now.tzinfo is None:  # a naive time is taken to be UTC
-        return now.replace(tzinfo=timezone.utc)
-    return now.astimezone(timezone.utc)
-
-
-
-def _spki(public_key: object) -> bytes:
-    """SubjectPublicKeyInfo DER of an EC or RSA public key (empty for other kinds)."""
-    if not isinstance(public_key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
-        return b""
-    der = serialization.Encoding.DER
-    return public_key.public_bytes(der, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _same_key(cert: x509.Certificate, key: PrivateKey) -> bool:
-    theirs = _spki(cert.public_key())
-    return bool(theirs) and theirs == _spki(key.public_key())
-
+def make_csr(key: PrivateKey, common_name: str) -> str:
+    """Return a PEM CSR for ``key`` with subject ``CN=<common_name>``, signed with SHA-256."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(cn_name(common_name))
+    return builder.sign(key, hashes.SHA256()).public_bytes(PEM).decode("ascii")

@@ -1,10 +1,11 @@
-"""Keys, CSRs, certificate checks and a small local CA.
+"""Certificate inspection and chain checks; the one import for callers of the crypto zone.
 
-The agent makes keys and CSRs and checks what the platform returned; the lab
-server uses :class:`LocalCA` to issue client certificates the way the Mainflux
-Certs service does (key generated server-side, common name = thing key) and
-TLS certificates for its own listener. Foreign exceptions (``ValueError``,
-``TypeError``, ``InvalidSignature``) become :class:`CertificateError` here.
+Here: :func:`parse_certificate`, :func:`cert_matches_key` and :func:`verify_chain`, with
+which the agent checks what the platform returned. Re-exported so that callers need one
+module: keys and CSRs (:mod:`.keys`: :func:`generate_key`, :func:`make_csr` ...) and the
+lab server's local CA (:mod:`.ca`: :class:`LocalCA`, :class:`IssuedCert`). Foreign
+exceptions (``ValueError``, ``TypeError``, ``InvalidSignature``) become
+:class:`CertificateError`.
 """
 
 from __future__ import annotations
@@ -18,19 +19,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from edge_provision.crypto._x509 import as_utc, load_cert, same_key, utc_time
 from edge_provision.crypto.ca import CLOCK_SKEW_S, IssuedCert, LocalCA
 from edge_provision.crypto.keys import (
-    _PEM,
     KeyType,
     PrivateKey,
-    _as_utc,
-    _cn_name,
-    _load_cert,
-    _same_key,
-    _utc_time,
     generate_key,
     key_to_pem,
     load_key,
+    make_csr,
 )
 from edge_provision.errors import CertificateError
 
@@ -50,17 +47,6 @@ __all__ = [
     "verify_chain",
 ]
 
-# --------------------------------------------------------------------------- CSRs
-
-
-def make_csr(key: PrivateKey, common_name: str) -> str:
-    """Return a PEM CSR for ``key`` with subject ``CN=<common_name>``, signed with SHA-256."""
-    builder = x509.CertificateSigningRequestBuilder().subject_name(_cn_name(common_name))
-    return builder.sign(key, hashes.SHA256()).public_bytes(_PEM).decode("ascii")
-
-
-# --------------------------------------------------------------------------- inspection
-
 
 @dataclass(frozen=True)
 class CertInfo:
@@ -77,15 +63,15 @@ class CertInfo:
 
 def parse_certificate(pem: str | bytes) -> CertInfo:
     """Describe the first certificate of a PEM text. Raises :class:`CertificateError`."""
-    cert = _load_cert(pem)
+    cert = load_cert(pem)
     attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     cn = attrs[0].value if attrs else ""
     return CertInfo(
         subject=cert.subject.rfc4514_string(),
         common_name=cn.decode("utf-8", "replace") if isinstance(cn, bytes) else cn,
         serial=format(cert.serial_number, "x"),
-        not_before=_utc_time(cert, "not_valid_before"),
-        not_after=_utc_time(cert, "not_valid_after"),
+        not_before=utc_time(cert, "not_valid_before"),
+        not_after=utc_time(cert, "not_valid_after"),
         issuer=cert.issuer.rfc4514_string(),
         fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
     )
@@ -96,7 +82,7 @@ def cert_matches_key(cert_pem: str | bytes, key_pem: str | bytes) -> bool:
 
     Raises :class:`CertificateError` if either input cannot be parsed.
     """
-    return _same_key(_load_cert(cert_pem), load_key(key_pem))
+    return same_key(load_cert(cert_pem), load_key(key_pem))
 
 
 def _verify_signature(cert: x509.Certificate, ca: x509.Certificate) -> None:
@@ -123,8 +109,8 @@ def _verify_signature(cert: x509.Certificate, ca: x509.Certificate) -> None:
 
 
 def _check_validity(cert: x509.Certificate, now: datetime, what: str) -> None:
-    not_before = _utc_time(cert, "not_valid_before")
-    not_after = _utc_time(cert, "not_valid_after")
+    not_before = utc_time(cert, "not_valid_before")
+    not_after = utc_time(cert, "not_valid_after")
     if now < not_before:
         raise CertificateError(
             f"{what} is not yet valid: valid from {not_before.isoformat()}, now is "
@@ -142,9 +128,9 @@ def verify_chain(cert_pem: str | bytes, ca_pem: str | bytes, now: datetime | Non
     expired or not yet valid (``now`` defaults to the current time, a naive
     ``now`` is UTC). Raises :class:`CertificateError` with the precise reason.
     """
-    cert = _load_cert(cert_pem)
-    ca = _load_cert(ca_pem, "CA certificate")
-    when = _as_utc(now)
+    cert = load_cert(cert_pem)
+    ca = load_cert(ca_pem, "CA certificate")
+    when = as_utc(now)
     if cert.issuer != ca.subject:
         raise CertificateError(
             f"certificate is not signed by the given CA: issuer "

@@ -5,6 +5,9 @@ the upstream provision service's ``config.toml`` (``[server]`` is kept raw for t
 settings loader, top-level ``file`` is ignored). :func:`load_layout` reports every
 problem at once as one :class:`~edge_provision.errors.LayoutError` whose problems carry
 the dotted path (``things[1].name``), the file name and, where the text shows it, the line.
+``[cert].ttl`` is read with the project's one duration grammar (:mod:`edge_provision.duration`:
+Go durations, plus ``d`` and bare seconds, each with a warning that Mainflux's own provision
+service would refuse the file).
 
 :func:`plan` turns a layout plus a request (``external_id``, ``external_key``, ``name``)
 into a deterministic :class:`Plan`. It is deliberately better than upstream 0.13.0 with
@@ -43,7 +46,6 @@ from edge_provision.layout._check import (
     KEY_BITS,
     MAX_NAME_LENGTH,
     check_layout,
-    parse_go_duration,
 )
 
 _J = TypeVar("_J")
@@ -66,7 +68,6 @@ __all__ = [
     "control_first",
     "default_layout",
     "load_layout",
-    "parse_go_duration",
     "plan",
 ]
 

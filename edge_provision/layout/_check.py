@@ -1,37 +1,30 @@
-"""Checking half of :mod:`edge_provision.layout`: TOML parsing, line lookup, validation.
+"""Checking half of :mod:`edge_provision.layout`: validation of a parsed layout.
 
 Private to the layout engine; :func:`check_layout` turns ``config.toml`` text into plain
-validated values (or one :class:`LayoutError` listing every problem) that ``layout.py``
-wraps in its public dataclasses. Standard library only (``tomli`` below Python 3.11).
+validated values (or one :class:`LayoutError` listing every problem) that the package
+wraps in its public dataclasses. Parsing, line numbers and syntax errors come from the
+shared TOML front end (:mod:`edge_provision.tomlfile`), ``[cert].ttl`` from the shared
+duration grammar (:mod:`edge_provision.duration`). Standard library only.
 """
 
 from __future__ import annotations
 
 import datetime
 import math
-import re
-import sys
 from dataclasses import dataclass
-from fractions import Fraction
 
+from edge_provision import tomlfile
+from edge_provision.duration import MAX_GO_TEXT, MAX_NS, format_duration, parse_duration
 from edge_provision.errors import LayoutError, Problem
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
 
 __all__ = [
     "CHANNEL_TYPES",
     "KEY_BITS",
     "MAX_NAME_LENGTH",
     "Checked",
-    "LineIndex",
     "check_layout",
     "describe",
     "json_problems",
-    "parse_go_duration",
-    "parse_toml",
 ]
 
 CHANNEL_TYPES: tuple[str, ...] = ("control", "data", "export")
@@ -49,47 +42,10 @@ _SERVER_MISSPELLINGS = {
 _ENTRY_KEYS = {"things": ("name", "metadata", "id", "key"), "channels": ("name", "metadata", "id")}
 _TOP_KEYS = ("file", "server", "bootstrap", "cert", "things", "channels")
 _BOOTSTRAP_KEYS = ("provision", "autowhite_list", "x509_provision", "content")
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-_UNIT_NS = dict(ns=1, us=10**3, ms=10**6, s=10**9, m=60 * 10**9, h=3600 * 10**9)
-_UNIT_NS.update({"\u00b5s": 10**3, "\u03bcs": 10**3})  # micro sign and Greek mu, as Go
-_MAX_NS = 2**63 - 1  # Go's time.Duration is an int64 of nanoseconds
-_EXPECTED_DURATION = 'expected a duration like "2400h" or "90s" (units h, m, s, ms, us, ns)'
 
 _DATETIME_MESSAGE = (
     'a TOML date/time cannot be sent as JSON; quote it as a string, e.g. "2024-01-31T12:00:00Z"'
 )
-_AT_LINE = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
-_AT_END = re.compile(r"\s*\(at end of document\)\s*$")
-_BARE_OR_QUOTED = r"""(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')"""
-_DOTTED = rf"{_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*"
-_HEADER = re.compile(rf"^\s*(\[\[?)\s*({_DOTTED})\s*\]\]?\s*(?:#.*)?$")
-_KEY = re.compile(rf"^\s*({_DOTTED})\s*=")
-_PART = re.compile(_BARE_OR_QUOTED)
-_LAST_SEGMENT = re.compile(r"(?:\.[^.\[\]]*|\[\d+\])$")
-
-
-def parse_toml(text: str, source: str) -> dict[str, object]:
-    """Parse ``text`` as TOML; a syntax error becomes a :class:`LayoutError` with line/column."""
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        line: int | None = None
-        column: int | None = None
-        found = _AT_LINE.search(message)
-        if found:
-            line, column = int(found.group(1)), int(found.group(2))
-            message = message[: found.start()]
-        elif _AT_END.search(message):
-            message = _AT_END.sub("", message) + " at the end of the file"
-            line = max(1, len(text.splitlines()))
-        problem = Problem(
-            f"not valid TOML: {message}; fix the syntax there (see https://toml.io)",
-            source=source,
-            line=line,
-            column=column,
-        )
-        raise LayoutError([problem]) from exc
 
 
 def describe(value: object) -> str:
@@ -133,100 +89,6 @@ def json_problems(value: object, path: str) -> list[tuple[str, str]]:
     return found
 
 
-class LineIndex:
-    """Best-effort map from dotted layout paths (``things[1].name``) to line numbers.
-
-    Scans table headers and ``key =`` lines; ``[[array]]`` headers are numbered so
-    that the Nth ``[[things]]`` maps to ``things[N-1]``. A path not found falls back
-    to its nearest parent (``things[1].metadata.x`` -> ``things[1].metadata`` ...).
-    """
-
-    def __init__(self, text: str) -> None:
-        self._lines: dict[str, int] = {}
-        counts: dict[str, int] = {}
-        table = ""
-        in_string = ""
-        for number, line in enumerate(text.splitlines(), start=1):
-            if in_string:
-                if line.count(in_string) % 2 == 1:
-                    in_string = ""
-                continue
-            header = _HEADER.match(line)
-            if header:
-                parts = _split(header.group(2))
-                raw = ".".join(parts)
-                if header.group(1) == "[[":
-                    counts[raw] = counts.get(raw, 0) + 1
-                    for key in [k for k in counts if k.startswith(raw + ".")]:
-                        del counts[key]
-                table = _resolve(parts, counts)
-                self._lines.setdefault(table, number)
-                continue
-            assignment = _KEY.match(line)
-            if assignment:
-                path = ".".join(p for p in (table, ".".join(_split(assignment.group(1)))) if p)
-                self._lines.setdefault(path, number)
-                rest = line[assignment.end() :]
-                for quote in ('"""', "'''"):
-                    if rest.count(quote) % 2 == 1:
-                        in_string = quote
-                        break
-
-    def line(self, path: str) -> int | None:
-        """Line of ``path`` or of its nearest parent found in the text; None if none."""
-        while path:
-            if path in self._lines:
-                return self._lines[path]
-            shorter = _LAST_SEGMENT.sub("", path)
-            if shorter == path:
-                break
-            path = shorter
-        return None
-
-
-def _split(dotted: str) -> list[str]:
-    """Split a TOML dotted key into its parts, without quotes."""
-    return [p[1:-1] if p[:1] in "\"'" else p for p in _PART.findall(dotted)]
-
-
-def _resolve(parts: list[str], counts: dict[str, int]) -> str:
-    """Turn header parts into a layout path, adding ``[n]`` for arrays of tables."""
-    segments = []
-    for i, part in enumerate(parts):
-        raw = ".".join(parts[: i + 1])
-        segment = f"{part}[{counts[raw] - 1}]" if raw in counts else part
-        segments.append(segment)
-    return ".".join(segments)
-
-
-def parse_go_duration(text: str) -> int:
-    """Parse a Go duration ("2400h", "1h30m", "1.5h", "500ms") into whole seconds.
-
-    Rounds up, so any positive duration gives at least 1; "0" gives 0. Raises
-    :class:`ValueError` for empty, negative, out-of-range or malformed text.
-    """
-    stripped = text.strip() if isinstance(text, str) else ""
-    if not stripped:
-        raise ValueError(f"empty duration; {_EXPECTED_DURATION}")
-    body = stripped[1:] if stripped[0] in "+-" else stripped
-    if stripped[0] == "-" and body != "0":
-        raise ValueError(f"negative duration {stripped!r}; {_EXPECTED_DURATION}")
-    if body == "0":
-        return 0
-    total = Fraction(0)
-    position = 0
-    for match in _DURATION.finditer(body):
-        if match.start() != position:
-            break
-        total += Fraction(match.group(1)) * _UNIT_NS[match.group(2)]
-        position = match.end()
-    if position == 0 or position != len(body):
-        raise ValueError(f"invalid duration {stripped!r}; {_EXPECTED_DURATION}")
-    if total > _MAX_NS:
-        raise ValueError(f"duration {stripped!r} is too long; the maximum is about 2562047h")
-    return -(-total.numerator // (total.denominator * 10**9))  # ceiling division
-
-
 @dataclass(frozen=True)
 class Checked:
     """Plain validated values of one layout file (layout.py wraps them)."""
@@ -247,9 +109,9 @@ class Checked:
 class _Checker:
     """Collects problems and warnings with file, path and line."""
 
-    def __init__(self, text: str, source: str) -> None:
-        self.source = source
-        self.index = LineIndex(text)
+    def __init__(self, document: tomlfile.TomlDocument) -> None:
+        self.source = document.source
+        self.index = document.lines
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.explicit: set[str] = set()
@@ -380,7 +242,11 @@ def _check_content(table: dict[str, object], check: _Checker) -> dict[str, objec
 
 
 def _check_ttl(table: dict[str, object], check: _Checker) -> tuple[str, int]:
-    """Validate ``cert.ttl``; return (text, seconds)."""
+    """Validate ``cert.ttl``; return (text, whole seconds rounded up).
+
+    Go durations up to Go's limit; ``d`` and bare seconds are read too, with a warning
+    that Mainflux's own provision service would refuse the file.
+    """
     if "ttl" not in table:
         return DEFAULT_TTL, DEFAULT_TTL_S
     check.explicit.add("cert.ttl")
@@ -389,14 +255,29 @@ def _check_ttl(table: dict[str, object], check: _Checker) -> tuple[str, int]:
         check.problem("cert.ttl", f'expected a duration string like "2400h", got {describe(raw)}')
         return DEFAULT_TTL, DEFAULT_TTL_S
     try:
-        seconds = parse_go_duration(raw)
+        duration = parse_duration(raw)
     except ValueError as exc:
         check.problem("cert.ttl", str(exc))
         return DEFAULT_TTL, DEFAULT_TTL_S
-    if seconds <= 0:
+    if duration.ns > MAX_NS:
+        check.problem(
+            "cert.ttl",
+            f"ttl {_short(raw)} is too long; the maximum is Go's limit, {MAX_GO_TEXT} "
+            "(about 292 years)",
+        )
+        return DEFAULT_TTL, DEFAULT_TTL_S
+    if duration.ns <= 0:
         check.problem("cert.ttl", f'ttl must be positive, got {raw!r}; e.g. "2400h"')
         return DEFAULT_TTL, DEFAULT_TTL_S
-    return raw, seconds
+    if duration.go_problem is not None:
+        go_text = format_duration(duration.ns, days=False)
+        check.warn(
+            "cert.ttl",
+            f"ttl {_short(raw)} is read as {format_duration(duration.ns)}, but Mainflux's own "
+            f"provision service would refuse this file (Go durations do not allow "
+            f'{duration.go_problem}); write "{go_text}" to stay compatible',
+        )
+    return raw, duration.whole_seconds
 
 
 def _check_key_type(table: dict[str, object], check: _Checker) -> str | None:
@@ -462,8 +343,9 @@ def _declares_external_id(entries: object) -> bool:
 
 def check_layout(text: str, source: str) -> Checked:
     """Parse and validate layout text; raise :class:`LayoutError` listing every problem."""
-    doc = parse_toml(text, source)
-    check = _Checker(text, source)
+    document = tomlfile.loads(text, source, LayoutError)
+    doc = document.doc
+    check = _Checker(document)
     for key in doc:
         if key not in _TOP_KEYS:
             check.warn(key, f"unknown top-level key {key!r} ignored")

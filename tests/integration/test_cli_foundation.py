@@ -49,7 +49,7 @@ def test_layout_check_valid_file() -> None:
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("bad_syntax.toml", "not valid TOML"),
+        ("bad_syntax.toml", "invalid TOML"),
         ("duplicate_thing.toml", "duplicate"),
         ("duplicate_channel.toml", "duplicate"),
         ("unknown_channel_type.toml", "expected one of 'control', 'data', 'export'"),

@@ -74,7 +74,7 @@ def test_nothing_imports_cli() -> None:
 
 
 def test_layout_engine_is_pure() -> None:
-    """The layout engine (and its private helpers) import only the stdlib and the error types."""
+    """The layout engine imports only the stdlib, errors and the shared TOML front end."""
     assert "edge_provision.layout" in MODULES
     seen: set[str] = set()
     todo = ["edge_provision.layout"]
@@ -90,21 +90,24 @@ def test_layout_engine_is_pure() -> None:
                     todo.append(top)
             else:
                 assert imp.split(".")[0] in STDLIB | {"__future__"}, (name, imp)
-    assert seen <= {"edge_provision.layout", "edge_provision.errors"} | {
+    # the shared TOML front end and duration grammar (stdlib-only themselves, checked above)
+    front_end = {"edge_provision.tomlfile", "edge_provision.duration", "edge_provision.fileio"}
+    assert seen <= {"edge_provision.layout", "edge_provision.errors"} | front_end | {
         m for m in MODULES if m.startswith("edge_provision.layout.")
     }, seen
 
 
 @pytest.mark.parametrize("module", [
     "edge_provision.crypto.pki", "edge_provision.crypto.bootstrap_cipher",
-    "edge_provision.crypto.ca", "edge_provision.crypto.keys",
+    "edge_provision.crypto.ca", "edge_provision.crypto.keys", "edge_provision.crypto._x509",
 ])
 def test_crypto_helpers_are_pure(module: str) -> None:
     """The crypto modules use only the stdlib, cryptography, errors and fileio."""
     if module not in MODULES:
         pytest.fail(f"{module} is missing")
     allowed = {"edge_provision.errors", "edge_provision.fileio", "edge_provision",
-               "edge_provision.crypto.ca", "edge_provision.crypto.keys"}
+               "edge_provision.crypto.ca", "edge_provision.crypto.keys",
+               "edge_provision.crypto._x509"}
     foreign = {
         imp for imp in _imports(MODULES[module])
         if imp.split(".")[0] not in STDLIB | {"cryptography", "__future__"}
@@ -127,9 +130,10 @@ def test_agent_and_lab_never_import_each_other() -> None:
                                   "edge_provision.settings._parse",
                                   "edge_provision.settings", "edge_provision.logs"])
 def test_leaves_depend_on_nothing_above_them(leaf: str) -> None:
-    """errors, _fs, settings and _logging only use each other."""
+    """errors, fileio, settings and logs only use each other and the TOML/duration front end."""
     allowed = {"edge_provision", "edge_provision.errors", "edge_provision.fileio",
-               "edge_provision.settings._parse"}
+               "edge_provision.settings._parse", "edge_provision.tomlfile",
+               "edge_provision.duration"}
     deps = {_top_module(i) for i in _project_imports(leaf)} - {leaf}
     assert deps <= allowed, deps
 

@@ -553,3 +553,47 @@ def test_short_certificates_are_backdated_by_at_most_a_tenth_of_their_lifetime()
     long_lived, _ = ca.issue(common_name="long", key_type="ec", key_bits=None, ttl_s=3600,
                              now=NOW)
     assert long_lived.not_before == NOW - timedelta(seconds=CLOCK_SKEW_S)
+
+
+def _crypto_sources() -> dict[str, str]:
+    """Module name -> source text of every module in edge_provision/crypto."""
+    import edge_provision.crypto as crypto_pkg
+
+    folder = Path(crypto_pkg.__file__).parent
+    return {p.stem: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.py"))}
+
+
+def test_crypto_modules_import_no_private_name_of_a_sibling() -> None:
+    """ca, pki and keys share helpers through the private module _x509, not _names."""
+    import ast
+
+    offenders = []
+    for name, source in _crypto_sources().items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "edge_provision.crypto"
+            ):
+                offenders += [f"{name}: {a.name}" for a in node.names if a.name.startswith("_")]
+    assert offenders == []
+    assert "_x509" in _crypto_sources()
+
+
+def test_crypto_package_init_imports_nothing() -> None:
+    """Importing edge_provision.crypto (e.g. for bootstrap_cipher's siblings) costs nothing."""
+    import ast
+
+    tree = ast.parse(_crypto_sources()["__init__"])
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def test_pki_still_offers_what_agent_and_lab_callers_use() -> None:
+    """Callers keep importing keys, CSRs, inspection and the CA from pki alone."""
+    from edge_provision.crypto import ca, keys, pki
+
+    assert pki.generate_key is keys.generate_key
+    assert pki.make_csr is keys.make_csr
+    assert pki.LocalCA is ca.LocalCA
+    assert pki.IssuedCert is ca.IssuedCert
+    for name in ("parse_certificate", "verify_chain", "cert_matches_key", "key_to_pem",
+                 "load_key", "CertInfo", "CLOCK_SKEW_S"):
+        assert name in pki.__all__

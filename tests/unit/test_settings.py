@@ -6,15 +6,18 @@ from pathlib import Path
 
 import pytest
 
+import edge_provision.settings as settings_pkg
+from edge_provision.duration import MAX_NS, NS_PER_S, format_duration
 from edge_provision.errors import ConfigError
 from edge_provision.settings import (
     AgentSettings,
+    Field,
+    FieldKind,
     LabSettings,
     describe,
     fields_of,
     load_agent_settings,
     load_lab_settings,
-    parse_duration_s,
 )
 
 URL_FILE = "http://file.example:8190"
@@ -166,22 +169,161 @@ def test_state_dir_defaults_to_systemd_state_directory(tmp_path: Path,
     assert settings.state_dir == tmp_path / "state"
 
 
-def test_durations_and_numbers() -> None:
-    """Durations accept Go-style strings and plain seconds."""
-    assert parse_duration_s("90") == 90
-    assert parse_duration_s("1h30m") == 5400
-    assert parse_duration_s("2400h") == 8_640_000
-    assert parse_duration_s("500ms") == 0.5
-    with pytest.raises(ValueError, match="expected a duration"):
-        parse_duration_s("soon")
-    settings = load_agent_settings({}, {"EDGE_PROVISION_BACKOFF_CAP": "5m"}, None)
-    assert settings.backoff_cap_s == 300
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5m", 300), ("90", 90), ("1h30m", 5400), ("1d", 86400), ("1.5h", 5400), ("500ms", 0.5)],
+)
+def test_duration_settings_use_the_one_grammar(text: str, seconds: float) -> None:
+    """Duration settings read Go durations, ``d`` and bare seconds."""
+    settings = load_agent_settings({}, {"EDGE_PROVISION_BACKOFF_CAP": text}, None)
+    assert settings.backoff_cap_s == seconds
+
+
+def test_duration_settings_from_the_file_take_strings_and_numbers(tmp_path: Path) -> None:
+    """In config.toml a duration is a string ("5m") or a number of seconds (300)."""
+    cfg = _config(tmp_path, '[agent]\nbackoff_cap = "5m"\nmin_rerun = 90\n')
+    settings = load_agent_settings({}, {}, cfg)
+    assert (settings.backoff_cap_s, settings.min_rerun_s) == (300, 90)
+    with pytest.raises(ConfigError) as info:
+        load_agent_settings({}, {"EDGE_PROVISION_BACKOFF_CAP": "soon"}, None)
+    assert str(info.value).startswith(
+        'env EDGE_PROVISION_BACKOFF_CAP: invalid duration "soon": no number before "soon"'
+    )
+    assert 'expected a duration like "2400h" or "90s"' in str(info.value)
+
+
+def test_huge_permanent_retry_is_a_config_error_naming_the_bound() -> None:
+    """EDGE_PROVISION_PERMANENT_RETRY=100000000h is refused at load time (was an OverflowError)."""
+    with pytest.raises(ConfigError) as info:
+        load_agent_settings({}, {"EDGE_PROVISION_PERMANENT_RETRY": "100000000h"}, None)
+    assert str(info.value) == (
+        "env EDGE_PROVISION_PERMANENT_RETRY: must be at most 7d, got 100000000h"
+    )
+    assert info.value.exit_code == 2
+
+
+def test_bounds_in_the_file_name_file_line_and_key(tmp_path: Path) -> None:
+    """A duration out of bounds in config.toml names file:line, key, bound and value."""
+    cfg = _config(tmp_path, '[agent]\npermanent_retry = "8d"\nbackoff_initial = "1ms"\n')
+    with pytest.raises(ConfigError) as info:
+        load_agent_settings({}, {}, cfg)
+    assert set(str(info.value).splitlines()) == {
+        f"{cfg}:2: agent.permanent_retry: must be at most 7d, got 8d",
+        f"{cfg}:3: agent.backoff_initial: must be at least 10ms, got 1ms",
+    }
+
+
+def _numeric_fields() -> list[Field]:
+    numeric = (FieldKind.INT, FieldKind.FLOAT, FieldKind.DURATION)
+    return [f for cls in (AgentSettings, LabSettings) for f in fields_of(cls)
+            if f.kind in numeric]
+
+
+def test_every_number_and_duration_setting_has_bounds() -> None:
+    """Each number/duration setting has a minimum and a maximum (durations within Go's)."""
+    for spec in _numeric_fields():
+        assert spec.minimum is not None and spec.maximum is not None, spec.name
+        assert spec.minimum <= spec.maximum, spec.name
+        if spec.kind is FieldKind.DURATION:
+            assert spec.maximum * NS_PER_S <= MAX_NS, spec.name
+
+
+def _text_of(spec: Field, value: float, nudge: int) -> str:
+    """``value`` (+ ``nudge`` smallest steps: 1 for integers, 1 ms otherwise) as env text."""
+    if spec.kind is FieldKind.INT:
+        return str(int(value) + nudge)
+    if spec.kind is FieldKind.DURATION:
+        return format_duration(round(value * NS_PER_S) + nudge * 10**6)
+    return repr(value + nudge / 1000)
+
+
+@pytest.mark.parametrize("spec", _numeric_fields(), ids=lambda f: f.name)
+def test_each_bound_is_enforced_and_named(spec: Field) -> None:
+    """The bounds are inclusive; one step outside is an error naming the bound and the value."""
+    assert spec.minimum is not None and spec.maximum is not None
+    env_var = spec.env[0]
+    load = load_agent_settings if spec in fields_of(AgentSettings) else load_lab_settings
+    for bound in (spec.minimum, spec.maximum):
+        settings = load({}, {env_var: _text_of(spec, bound, 0)})
+        assert getattr(settings, spec.name) == bound
+    for nudge, word, bound in ((-1, "least", spec.minimum), (1, "most", spec.maximum)):
+        if spec.kind is FieldKind.DURATION and bound + nudge / 1000 < 0:
+            continue  # below a minimum of 0s is a negative duration (tested in test_duration)
+        text = _text_of(spec, bound, nudge)
+        with pytest.raises(ConfigError) as info:
+            load({}, {env_var: text})
+        assert str(info.value) == f"env {env_var}: must be at {word} {spec.show(bound)}, got {text}"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "9" * 400])
+def test_non_finite_numbers_are_refused(value: str, tmp_path: Path) -> None:
+    """nan, inf and integers beyond a float are refused, from the environment or from TOML."""
+    with pytest.raises(ConfigError, match="expected a finite number"):
+        load_agent_settings({}, {"EDGE_PROVISION_CONNECT_TIMEOUT": value}, None)
+    cfg = _config(tmp_path, f"[agent]\nbackoff_cap = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_agent_settings({}, {}, cfg)
+    assert f"{cfg}:2: agent.backoff_cap: expected a duration" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"), [('"0600"', 0o600), ('"640"', 0o640), ('"0o750"', 0o750), ('"0"', 0)]
+)
+def test_handoff_mode_is_read_as_an_octal_int(tmp_path: Path, text: str, mode: int) -> None:
+    """handoff.mode is octal text, read into an int at load time."""
+    settings = load_agent_settings({}, {}, _config(tmp_path, f"[handoff]\nmode = {text}\n"))
+    assert settings.file_mode == mode
+    assert load_agent_settings({}, {}, None).file_mode == 0o640
+    assert load_agent_settings({}, {"EDGE_PROVISION_FILE_MODE": "0600"}, None).file_mode == 0o600
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('"0999"', 'expected an octal file mode like "0640", got "0999"'),
+        ('"rw-r-----"', 'expected an octal file mode like "0640", got "rw-r-----"'),
+        ('""', None),
+        ('"1777"', 'must be an octal mode from 0000 to 0777, got "1777"'),
+        ("416", 'expected an octal file mode as a string like "0640", got 416'),
+    ],
+)
+def test_bad_handoff_mode_is_a_config_error_at_load_time(
+    tmp_path: Path, text: str, fragment: str | None
+) -> None:
+    """A bad handoff.mode fails when the settings load, naming file:line (not at hand-off)."""
+    cfg = _config(tmp_path, f"[handoff]\nmode = {text}\n")
+    if fragment is None:  # "" means unset, as everywhere upstream
+        assert load_agent_settings({}, {}, cfg).file_mode == 0o640
+        return
+    with pytest.raises(ConfigError) as info:
+        load_agent_settings({}, {}, cfg)
+    assert str(info.value) == f"{cfg}:2: handoff.mode: {fragment}"
+
+
+def test_every_kind_has_a_converter() -> None:
+    """The converter table covers every FieldKind, and every field uses a FieldKind."""
+    from edge_provision.settings import _parse
+
+    assert set(_parse._CONVERTERS) == set(FieldKind)
+    for cls in (AgentSettings, LabSettings):
+        assert all(isinstance(f.kind, FieldKind) for f in fields_of(cls))
+
+
+def test_public_names_do_not_leak_private_helpers() -> None:
+    """The settings package exports its API and no helper of its private module."""
+    assert set(settings_pkg.__all__) == {
+        "AgentSettings", "LabSettings", "load_agent_settings", "load_lab_settings", "describe",
+        "fields_of", "Field", "FieldKind", "DEFAULT_AGENT_CONFIG", "DEFAULT_ENCRYPT_KEY_HEX",
+    }
+    for helper in ("resolve_one", "read_toml", "FileDoc", "parse_duration_s"):
+        assert not hasattr(settings_pkg, helper), helper
 
 
 def test_describe_hides_secrets() -> None:
     """describe() shows where each value came from but never a secret's value."""
     settings = load_agent_settings({}, {"EDGE_PROVISION_TOKEN": "hunter22"}, None)
     rows = {r["name"]: r for r in describe(settings)}
+    assert rows["file_mode"]["value"] == "0640"
     assert rows["token"]["value"] == "<set>"
     assert rows["token"]["source"] == "env EDGE_PROVISION_TOKEN"
     assert "hunter22" not in repr(describe(settings))
@@ -228,6 +370,11 @@ def test_lab_bad_values(tmp_path: Path) -> None:
     text = str(info.value)
     assert "env MF_PROVISION_HTTP_PORT: expected an integer" in text
     assert "env MF_PROVISION_X509_PROVISIONING: expected true or false" in text
+    for bad in ("--5", "1_000", "\u0663", "80.0"):
+        with pytest.raises(ConfigError) as bad_info:
+            load_lab_settings({}, {"MF_PROVISION_HTTP_PORT": bad})
+        expected = f'env MF_PROVISION_HTTP_PORT: expected an integer, got "{bad}"'
+        assert str(bad_info.value) == expected
 
 
 def test_lab_defaults_listen_on_loopback() -> None:
@@ -258,3 +405,22 @@ def test_shipped_example_config_is_valid_when_every_key_is_uncommented(tmp_path:
     assert settings.backoff_cap_s == 300
     assert settings.hook_commands == ("systemctl restart mainflux-agent",)
     assert load_agent_settings({}, {}, shipped).config_file == shipped
+
+
+def test_docs_bounds_table_matches_the_settings_table() -> None:
+    """docs/configuration.md lists every number/duration setting with its real bounds."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text("utf-8")
+    rows = [line for line in doc.splitlines() if line.startswith(("| agent |", "| lab |"))]
+    none = "\u2013"  # an en dash marks "no file key" / "no default"
+    expected = []
+    for cls, program in ((AgentSettings, "agent"), (LabSettings, "lab")):
+        for spec in fields_of(cls):
+            if spec not in _numeric_fields():
+                continue
+            key = f"`{spec.keys[0]}`" if spec.keys else none
+            default = none if spec.default is None else spec.show(spec.default)
+            expected.append(
+                f"| {program} | `{spec.name}` | {key} | `{spec.env[0]}` | {spec.kind.value} | "
+                f"{default} | {spec.show(spec.minimum)} | {spec.show(spec.maximum)} |"
+            )
+    assert rows == expected

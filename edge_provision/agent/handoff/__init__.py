@@ -127,16 +127,6 @@ class HandoffReport:
 # --------------------------------------------------------------------------- files
 
 
-def _file_mode(text: str) -> int:
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        raise ValueError(f"handoff.mode {text!r} is not an octal mode like 0640") from None
-    if not 0 <= mode <= 0o777:
-        raise ValueError(f"handoff.mode {text!r} is out of range (0000..0777)")
-    return mode
-
-
 def _ids(settings: AgentSettings) -> tuple[int, int]:
     """uid/gid to chown to (-1 = unchanged); ValueError for unknown names."""
     uid = gid = -1
@@ -157,10 +147,9 @@ def _ids(settings: AgentSettings) -> tuple[int, int]:
 
 def _write(settings: AgentSettings, path: Path, text: str) -> None:
     """Write one handed-off file atomically with the configured mode and owner."""
-    mode = _file_mode(settings.file_mode)
     uid, gid = _ids(settings)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    fileio.atomic_write(path, text, mode=mode)
+    fileio.atomic_write(path, text, mode=settings.file_mode)  # checked octal by settings
     if uid != -1 or gid != -1:
         try:
             os.chown(path, uid, gid)
