@@ -241,13 +241,20 @@ def test_429_keeps_mapping_in_flight_and_resume_looks_up_first(tmp_path: Path,
     assert not Store(tmp_path / "agent").load_state().mapping_in_flight
 
 
-def test_503_on_lookup_never_maps(tmp_path: Path, server: FakeServer) -> None:
-    """A lookup that cannot answer stops the run before any /mapping."""
-    server.add("GET", LOOKUP, Reply(503, json={"error": "down"}))
-    with pytest.raises(ServiceUnavailable) as info:
+@pytest.mark.parametrize(("reply", "error", "reason", "text"), [
+    (Reply(503, json={"error": "down"}), ServiceUnavailable, Reason.UNAVAILABLE, "HTTP 503"),
+    (Reply(403, json={"error": "failed to get bootstrap configuration for given external key"}),
+     Unauthorized, Reason.KEY_MISMATCH, "original external_key"),
+])
+def test_a_failed_lookup_never_maps(tmp_path: Path, server: FakeServer, reply: Reply,
+                                    error: type[Exception], reason: Reason, text: str) -> None:
+    """A lookup that cannot answer (503) or refuses our key (403, says what to do) stops
+    the run before any /mapping; the step and the reason are on the error."""
+    server.add("GET", LOOKUP, reply)
+    with pytest.raises(error) as info:
         run(make_settings(tmp_path, server))
-    assert "step lookup failed" in str(info.value)
-    assert (info.value.step, info.value.reason) == ("lookup", Reason.UNAVAILABLE)
+    assert str(info.value).startswith("step lookup failed") and text in str(info.value)
+    assert (info.value.step, info.value.reason) == ("lookup", reason)  # type: ignore[attr-defined]
     assert server.requests_to("POST", "/mapping") == []
 
 
@@ -291,18 +298,6 @@ def test_oversized_bootstrap_body_is_a_protocol_error(tmp_path: Path,
     with pytest.raises(ProtocolError):
         run(make_settings(tmp_path, server))
     assert Store(tmp_path / "agent").list_generations() == ()
-
-
-def test_wrong_external_key_on_lookup_says_what_to_do(tmp_path: Path,
-                                                      server: FakeServer) -> None:
-    """403 from the lookup: Unauthorized telling to use the original key; no /mapping."""
-    server.add("GET", LOOKUP, Reply(403, json={
-        "error": "failed to get bootstrap configuration for given external key"}))
-    with pytest.raises(Unauthorized) as info:
-        run(make_settings(tmp_path, server))
-    assert "original external_key" in str(info.value)
-    assert (info.value.step, info.value.reason) == ("lookup", Reason.KEY_MISMATCH)
-    assert server.requests_to("POST", "/mapping") == []
 
 
 def test_secure_bootstrap_encrypts_the_key_and_reads_the_body(tmp_path: Path,
