@@ -34,7 +34,7 @@ from edge_provision.agent.wiring import (
     run_renew,
 )
 from edge_provision.crypto import pki
-from edge_provision.errors import CertificateError, ServiceUnavailable
+from edge_provision.errors import CertificateError, Reason, ServiceUnavailable
 from edge_provision.lab.mosquitto import ADMIN_USER
 from edge_provision.testing import FakeServer, Reply, ThrowawayCA
 
@@ -186,6 +186,7 @@ def test_unreachable_cert_service_backs_off_and_keeps_current(tmp_path: Path) ->
         with pytest.raises(ServiceUnavailable) as info:
             run_renew(down, force=True)
         assert info.value.exit_code == 75
+        assert (info.value.step, info.value.reason) == ("renew", Reason.UNAVAILABLE)
         state = build_store(settings).load_state()
         assert state.last_error is not None and state.last_error.kind == "ServiceUnavailable"
         assert state.current_generation == 1

@@ -20,7 +20,9 @@ One run, under the store lock:
 
 On failure the previous generation stays current; ``State.last_error``, the journal and
 ``next_action_at`` (capped exponential backoff with full jitter; ``permanent_retry_s`` for
-errors a human must fix) record it, and the error is raised (non-zero exit).
+errors a human must fix) record it, and the error is raised (non-zero exit) with
+``exc.step`` set to the part that failed (``renew``, ``check`` or ``reprovision``; the
+enrollment's own step when a reprovisioning enrollment failed).
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ def renew(
             return _renew(run, current, force)
         except EdgeProvisionError as exc:
             _record_failure(run, exc)
+            if exc.step is None:  # an enrollment inside (reprovision) keeps its own step
+                exc.step = run.step
             raise
 
 
@@ -360,7 +364,8 @@ def _record_failure(run: _Run, exc: EdgeProvisionError) -> None:
 
         def change(s: State) -> State:
             s = s.bump(_ATTEMPT).bump(f"failures:{exc.kind}")
-            s = s.record(step, "failed", {"error": exc.kind}, at=iso(now))
+            s = s.record(step, "failed", {"error": exc.kind, "reason": exc.reason.value},
+                         at=iso(now))
             s = s.with_error(exc.kind, f"{step}: {exc}", at=iso(now))
             return dataclasses.replace(
                 s, phase=Phase.PROVISIONED if has_current else Phase.FAILED_PERMANENT,
