@@ -62,11 +62,8 @@ def test_short_certificate_renewed_before_expiry_and_mqtt_keeps_working(tmp_path
             enrolled.thing_id)[0])  # type: ignore[index]
         deadline = time.monotonic() + 8
         result = None
-        durations: list[float] = []
         while time.monotonic() < deadline:
-            started = time.monotonic()
             result = run_renew(settings)
-            durations.append(time.monotonic() - started)
             if result.renewed:
                 break
             assert result.reason.startswith("not due") and "verified" in result.reason
@@ -82,7 +79,6 @@ def test_short_certificate_renewed_before_expiry_and_mqtt_keeps_working(tmp_path
         assert state.next_action == "renew" and state.last_error is None
         prom = (tmp_path / "edge.prom").read_text()
         assert "edge_provision_renewals_total 1" in prom
-        print(f"renewal wall time {durations[-1]:.3f} s")
 
 
 def test_renew_force_json_makes_a_new_serial(tmp_path: Path) -> None:
@@ -202,7 +198,6 @@ def test_revoked_certificate_with_mtls_leads_to_reprovisioning(tmp_path: Path) -
         enrolled = run_enroll(settings)
         store = build_store(settings)
         old_serial = _serial(store)
-        started = time.monotonic()
         r = requests.delete(f"{server.url}/certs/{enrolled.thing_id}", timeout=10,
                             headers={"Authorization": f"Bearer {token(server, tmp_path)}"})
         assert r.status_code == 200 and old_serial in r.json()["revoked"]
@@ -214,14 +209,13 @@ def test_revoked_certificate_with_mtls_leads_to_reprovisioning(tmp_path: Path) -
             return result.reprovisioned
 
         wait_until(repaired, timeout_s=15, interval_s=0.1)
-        elapsed = time.monotonic() - started
         assert _serial(store) != old_serial
         gen = store.current_generation()
         assert gen is not None and gen.number == enrolled.generation + 1
         build_verifier(settings)(gen)  # type: ignore[misc]
         journal = [(e.step, e.status) for e in store.load_state().journal]
         assert ("reprovision", "started") in journal and ("reprovision", "done") in journal
-        print(f"revoked-to-working {elapsed:.3f} s after {len(results)} renew run(s)")
+        assert results[-1].reprovisioned and not any(r.reprovisioned for r in results[:-1])
 
 
 def test_control_command_triggers_renewal(tmp_path: Path) -> None:
