@@ -58,9 +58,9 @@ def certificate_infos(generation: Generation) -> dict[str, CertInfo]:
     return out
 
 
-def schedule_for(certificates: Generation | dict[str, CertInfo], renew_before_s: float | None,
+def schedule_for(generation: Generation, renew_before_s: float | None,
                  now: datetime) -> NextAction:  # fmt: skip
-    """What the gateway does next with these certificates (a generation or its infos)."""
-    infos = certificates if isinstance(certificates, dict) else certificate_infos(certificates)
-    return next_action(((i.serial, i.not_before, i.not_after) for i in infos.values()),
+    """What the gateway does next with the certificates of ``generation``."""
+    infos = certificate_infos(generation).values()
+    return next_action(((i.serial, i.not_before, i.not_after) for i in infos),
                        RenewalPolicy(renew_before_s=renew_before_s), now)  # fmt: skip
