@@ -34,7 +34,7 @@ _HOMES: dict[str, str] = {
     # use cases and the daemon
     "run_enroll": "edge_provision.agent.wiring",
     "enroll": "edge_provision.agent.enroll",
-    "run_renew": "edge_provision.agent.renew.renewal",
+    "run_renew": "edge_provision.agent.wiring",
     "Daemon": "edge_provision.agent.daemon.supervisor",
     # the error hierarchy
     "AlreadyProvisioned": "edge_provision.errors",
@@ -99,8 +99,7 @@ if TYPE_CHECKING:
     from edge_provision import testing
     from edge_provision.agent.daemon.supervisor import Daemon
     from edge_provision.agent.enroll import enroll
-    from edge_provision.agent.renew.renewal import run_renew
-    from edge_provision.agent.wiring import run_enroll
+    from edge_provision.agent.wiring import run_enroll, run_renew
     from edge_provision.errors import (
         AlreadyProvisioned,
         CertificateError,

@@ -14,12 +14,21 @@ Exit codes (documented in the README):
 75    temporary failure (EX_TEMPFAIL): network or server down, try again later
 77    credentials refused (EX_NOPERM): a token, key or certificate must be fixed
 ====  ==========================================================================
+
+Besides its class, every error carries three attributes that callers branch on (never
+on the message text): ``reason`` (a :class:`Reason`, a class default that the raise site
+may refine, e.g. ``Unauthorized(..., reason=Reason.KEY_MISMATCH)``), ``step`` (the
+enrollment or renewal step that failed, set by the step runner; ``None`` elsewhere) and
+``hint`` (what to do, appended to the message). :attr:`EdgeProvisionError.retry_class`
+says whether waiting helps (:class:`RetryClass`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
+from typing import ClassVar
 
 __all__ = [
     "EXIT_CONFIG",
@@ -40,7 +49,9 @@ __all__ = [
     "Problem",
     "ProtocolError",
     "ProvisioningError",
+    "Reason",
     "Rejected",
+    "RetryClass",
     "ServiceUnavailable",
     "StoreError",
     "TransientError",
@@ -54,16 +65,62 @@ EXIT_TEMPFAIL = 75
 EXIT_NOPERM = 77
 
 
+class Reason(str, Enum):
+    """Why an operation failed, as a machine-readable code (``--json``, journal, daemon)."""
+
+    FAILED = "failed"  # nothing more specific is known
+    UNAVAILABLE = "unavailable"  # network down, timeout, 429/5xx: the platform is not there now
+    REFUSED = "refused"  # a token, key or certificate was refused (401/403, MQTT auth)
+    KEY_MISMATCH = "key-mismatch"  # a bootstrap config exists, but for another external_key
+    CONFLICT = "conflict"  # already provisioned (409 / "409 Conflict" in an error chain)
+    REJECTED = "rejected"  # the request was refused as made (another 4xx)
+    PROTOCOL = "protocol"  # an answer that could not be understood
+    CONFIG = "config"  # a setting, file or command-line value is wrong
+    STORE = "store"  # the local store cannot be read or written
+    CERTIFICATE = "certificate"  # a certificate or key is malformed or does not match
+
+
+class RetryClass(str, Enum):
+    """What to do about a failure: wait and retry, or wait for a person."""
+
+    TRANSIENT = "transient"
+    NEEDS_PERSON = "needs-person"
+
+
 class EdgeProvisionError(Exception):
-    """Base of every error edge-provision raises on purpose."""
+    """Base of every error edge-provision raises on purpose.
+
+    ``str(exc)`` is ``"step <step> failed: <message>. What to do: <hint>"``, each part
+    present only when set; :attr:`message` is the text the raise site gave.
+    """
 
     exit_code: int = EXIT_FAILED
     retryable: bool = False
+    default_reason: ClassVar[Reason] = Reason.FAILED
+
+    def __init__(self, message: str = "", *, reason: Reason | None = None,
+                 step: str | None = None, hint: str | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.message = message
+        self.reason: Reason = reason if reason is not None else self.default_reason
+        self.step: str | None = step
+        self.hint: str | None = hint
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.hint:
+            text = f"{text.rstrip('.')}. What to do: {self.hint}"
+        return f"step {self.step} failed: {text}" if self.step else text
 
     @property
     def kind(self) -> str:
         """Stable, machine-readable name of the error class (used in ``--json``)."""
         return type(self).__name__
+
+    @property
+    def retry_class(self) -> RetryClass:
+        """Transient (back off and retry) or needs a person (retry slowly, say so)."""
+        return RetryClass.TRANSIENT if self.retryable else RetryClass.NEEDS_PERSON
 
 
 class PermanentError(EdgeProvisionError):
@@ -75,9 +132,12 @@ class TransientError(EdgeProvisionError):
 
     exit_code = EXIT_TEMPFAIL
     retryable = True
+    default_reason = Reason.UNAVAILABLE
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "", *, retry_after_s: float | None = None,
+                 reason: Reason | None = None, step: str | None = None,
+                 hint: str | None = None) -> None:  # fmt: skip
+        super().__init__(message, reason=reason, step=step, hint=hint)
         self.retry_after_s = retry_after_s
 
 
@@ -110,14 +170,16 @@ class ConfigError(PermanentError):
     """
 
     exit_code = EXIT_CONFIG
+    default_reason = Reason.CONFIG
 
-    def __init__(self, problems: str | Problem | Sequence[Problem]) -> None:
+    def __init__(self, problems: str | Problem | Sequence[Problem], *,
+                 reason: Reason | None = None) -> None:  # fmt: skip
         if isinstance(problems, str):
             problems = [Problem(problems)]
         elif isinstance(problems, Problem):
             problems = [problems]
         self.problems: tuple[Problem, ...] = tuple(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+        super().__init__("\n".join(str(p) for p in self.problems), reason=reason)
 
 
 class LayoutError(ConfigError):
@@ -140,26 +202,37 @@ class Unauthorized(ProvisioningError, PermanentError):
     """401/403: the token or key was refused."""
 
     exit_code = EXIT_NOPERM
+    default_reason = Reason.REFUSED
 
 
 class AlreadyProvisioned(ProvisioningError, PermanentError):
     """409: the external_id is already provisioned with other credentials."""
 
+    default_reason = Reason.CONFLICT
+
 
 class Rejected(ProvisioningError, PermanentError):
     """Another 4xx: the platform refused the request as made."""
+
+    default_reason = Reason.REJECTED
 
 
 class ProtocolError(ProvisioningError, PermanentError):
     """The reply could not be understood (not JSON, wrong shape, missing fields)."""
 
+    default_reason = Reason.PROTOCOL
+
 
 class StoreError(PermanentError):
     """The local credential store cannot be read or written."""
 
+    default_reason = Reason.STORE
+
 
 class CertificateError(PermanentError):
     """A certificate or key is malformed, does not match, or does not chain."""
+
+    default_reason = Reason.CERTIFICATE
 
 
 class MqttError(EdgeProvisionError):
@@ -170,6 +243,7 @@ class MqttAuthError(MqttError, PermanentError):
     """The broker refused the credentials (or closed the connection before CONNACK)."""
 
     exit_code = EXIT_NOPERM
+    default_reason = Reason.REFUSED
 
 
 class MqttUnavailable(MqttError, TransientError):

@@ -19,6 +19,10 @@ setting later keeps the key the platform knows. Keys are never logged.
 
 ``persist=False`` computes without touching the disk (for previews): nothing is
 written and no key is generated (``external_key`` is then ``""``).
+
+:func:`identity_for` is the one place that reads these settings out of
+:class:`~edge_provision.settings.AgentSettings`; psutil is imported only when the
+interfaces must really be listed (``status`` and a no-op ``enroll`` never do).
 """
 
 from __future__ import annotations
@@ -34,25 +38,30 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING
 
 from edge_provision import fileio
 from edge_provision.clock import iso, utc_now
 from edge_provision.errors import IdentityError, StoreError
 
+if TYPE_CHECKING:
+    from edge_provision.settings import AgentSettings
+
 __all__ = [
     "IDENTITY_FILE",
     "Identity",
+    "IdentityPreview",
     "InterfaceInfo",
     "MacFormat",
     "format_mac",
+    "identity_for",
     "is_usable_mac",
     "is_virtual",
     "list_interfaces",
     "load_identity",
     "parse_mac",
     "pick_interface",
+    "preview_identity",
     "resolve_identity",
 ]
 
@@ -221,6 +230,8 @@ def list_interfaces(*, sys_class_net: Path = _SYS_CLASS_NET) -> list[InterfaceIn
     ``sys_class_net`` is only for tests; the ifindex falls back to
     :func:`socket.if_nameindex` when ``<sys_class_net>/<name>/ifindex`` is missing.
     """
+    import psutil
+
     try:
         addrs = psutil.net_if_addrs()
         stats = psutil.net_if_stats()
@@ -516,6 +527,44 @@ def resolve_identity(
             interface=used_iface,
             mac=used_mac,
         )
+
+
+def identity_for(
+    settings: AgentSettings,
+    *,
+    interfaces: Sequence[InterfaceInfo] | None = None,
+    persist: bool = True,
+) -> Identity:
+    """:func:`resolve_identity` with the identity settings of ``settings``.
+
+    ``persist=False`` is the read-only preview (``edge-provision identity``).
+    """
+    return resolve_identity(
+        settings.state_dir, external_id=settings.external_id,
+        external_key=settings.external_key, interface=settings.interface,
+        mac_format=MacFormat(settings.mac_format), prefix=settings.id_prefix,
+        interfaces=interfaces, persist=persist,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IdentityPreview:
+    """The identity the settings give (nothing written) and the interfaces seen."""
+
+    identity: Identity
+    interfaces: tuple[InterfaceInfo, ...]
+
+    @staticmethod
+    def usable(info: InterfaceInfo) -> bool:
+        """Whether ``info`` could give the external_id (not virtual, a usable MAC)."""
+        return not is_virtual(info.name) and is_usable_mac(info.mac)
+
+
+def preview_identity(settings: AgentSettings) -> IdentityPreview:
+    """What ``edge-provision identity`` shows: :func:`identity_for` without writing."""
+    interfaces = list_interfaces()
+    return IdentityPreview(identity_for(settings, interfaces=interfaces, persist=False),
+                           tuple(sorted(interfaces, key=lambda i: i.index)))  # fmt: skip
 
 
 def _store(path: Path, record: _Record) -> None:

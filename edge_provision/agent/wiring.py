@@ -1,8 +1,14 @@
-"""Composition root of the agent: the one place that builds its objects from settings.
+"""Composition root of the agent: the one place that turns settings into objects.
 
-``HttpClient`` (one per distinct base URL), ``ProvisionClient``, ``BootstrapClient``,
-``CertsClient``, ``Store`` and ``Notifier`` are constructed here and nowhere else; the
-CLI commands and the daemon ask this module for them.
+The platform clients (one ``HttpClient`` per distinct base URL), the MQTT targets and the
+credential verifier are built here from :class:`~edge_provision.settings.AgentSettings`;
+the adapters they come from take plain values. The use cases the CLI calls --
+:func:`run_enroll`, :func:`run_renew`, :func:`read_status` -- build what they need here
+and write the Prometheus textfile after every enroll/renew run, failed or not.
+
+Top-level imports stay light (store, settings, errors): the daemon's control bridge
+imports this module; the heavy parts (requests, cryptography, paho) load inside the
+functions that need them.
 """
 
 from __future__ import annotations
@@ -11,15 +17,31 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from edge_provision.agent.daemon.systemd import Notifier
-from edge_provision.agent.enroll import EnrollClients, EnrollResult, StepEvent, Verifier, enroll
 from edge_provision.agent.store import Store
-from edge_provision.errors import ConfigError
+from edge_provision.errors import ConfigError, EdgeProvisionError
 from edge_provision.settings import AgentSettings
 
-__all__ = ["build_clients", "build_notifier", "build_store", "build_verifier", "run_enroll"]
+if TYPE_CHECKING:
+    from edge_provision.agent.enroll import EnrollClients, EnrollResult, StepEvent, Verifier
+    from edge_provision.agent.mqtt import MqttTarget
+    from edge_provision.agent.renew.renewal import RenewResult
+    from edge_provision.agent.reset import ResetResult
+    from edge_provision.agent.status import GatewayStatus
+    from edge_provision.agent.store import Generation
+
+__all__ = [
+    "build_clients",
+    "build_store",
+    "build_verifier",
+    "mqtt_target",
+    "read_status",
+    "run_enroll",
+    "run_renew",
+    "run_reset",
+    "write_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +51,6 @@ def build_store(settings: AgentSettings, *, clock: Callable[[], datetime] | None
     return Store(settings.state_dir, clock=clock)
 
 
-def build_notifier() -> Notifier:
-    """The systemd notifier (a no-op outside systemd)."""
-    return Notifier()
-
-
 @contextlib.contextmanager
 def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
     """The platform clients for ``settings``; their HTTP sessions close on exit.
@@ -41,6 +58,7 @@ def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
     The bootstrap and certificate URLs default to the provision URL. Raises
     :class:`ConfigError` when no provision URL is configured.
     """
+    from edge_provision.agent.enroll import EnrollClients
     from edge_provision.crypto import bootstrap_cipher
     from edge_provision.http import AuthScheme, HttpClient
     from edge_provision.platform import BootstrapClient, CertsClient, ProvisionClient
@@ -82,11 +100,27 @@ def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
             session.close()
 
 
+def mqtt_target(settings: AgentSettings, generation: Generation) -> MqttTarget | None:
+    """How ``generation``'s gateway thing connects to the broker (None: no broker known).
+
+    The broker is ``mqtt.url``, else ``agent.mqtt.url`` of the bootstrap content; the CA
+    is ``mqtt.ca``, else the generation's own.
+    """
+    from edge_provision.agent.mqtt import target_for
+
+    return target_for(generation, url=settings.mqtt_url, ca_path=settings.mqtt_ca,
+                      mtls=settings.mqtt_mtls, insecure=settings.insecure)  # fmt: skip
+
+
 def build_verifier(settings: AgentSettings) -> Verifier | None:
-    """The MQTT credential check of ``mqtt.verify`` (None when it is off)."""
+    """The MQTT credential check of ``mqtt.verify`` (None when it is ``never``)."""
+    if settings.mqtt_verify == "never":
+        return None
     from edge_provision.agent.mqtt import make_verifier
 
-    return make_verifier(settings)
+    return make_verifier(lambda generation: mqtt_target(settings, generation),
+                         required=settings.mqtt_verify == "always",
+                         timeout_s=settings.mqtt_timeout_s)  # fmt: skip
 
 
 def run_enroll(
@@ -96,7 +130,7 @@ def run_enroll(
     progress: Callable[[StepEvent], None] | None = None,
 ) -> EnrollResult:
     """Build everything from ``settings`` and run one enrollment."""
-    from edge_provision.agent.renew.renewal import write_metrics
+    from edge_provision.agent.enroll import enroll
 
     store = build_store(settings)
     verifier = build_verifier(settings)
@@ -105,4 +139,49 @@ def run_enroll(
             return enroll(settings, store, clients, verifier=verifier, force=force,
                           progress=progress)  # fmt: skip
     finally:
-        write_metrics(settings, store)  # the textfile follows every run, failed or not
+        write_metrics(settings, store)
+
+
+def run_renew(settings: AgentSettings, *, force: bool = False) -> RenewResult:
+    """Build the store, clients and verifier from ``settings`` and run one renewal."""
+    from edge_provision.agent.renew.renewal import renew
+
+    store = build_store(settings)
+    verifier = build_verifier(settings)
+    try:
+        with build_clients(settings) as clients:
+            return renew(settings, store, clients, verifier=verifier, force=force)
+    finally:
+        write_metrics(settings, store)
+
+
+def run_reset(settings: AgentSettings) -> ResetResult:
+    """Forget the current generation of ``settings.state_dir`` (see agent.reset)."""
+    from edge_provision.agent.reset import reset
+
+    return reset(build_store(settings))
+
+
+def read_status(settings: AgentSettings) -> GatewayStatus:
+    """What this gateway is and does now (reads only; safe while the daemon runs)."""
+    from edge_provision.agent.status import gateway_status
+
+    return gateway_status(settings, build_store(settings))
+
+
+def write_metrics(settings: AgentSettings, store: Store) -> None:
+    """Write the Prometheus textfile (``agent.metrics_textfile``) if one is configured.
+
+    The textfile is one more view of :func:`read_status`; a failure to write it is
+    logged, never raised (the run it follows matters more).
+    """
+    if settings.metrics_textfile is None:
+        return
+    from edge_provision.agent.status import gateway_status, metrics_text
+    from edge_provision.metrics import write_textfile
+
+    try:
+        write_textfile(settings.metrics_textfile,
+                       metrics_text(gateway_status(settings, store)))  # fmt: skip
+    except EdgeProvisionError as exc:
+        logger.warning("metrics not written path=%s error=%s", settings.metrics_textfile, exc)

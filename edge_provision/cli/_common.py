@@ -59,6 +59,8 @@ def error_doc(exc: EdgeProvisionError) -> dict[str, object]:
             "problems": problems,
             "retryable": exc.retryable,
             "exit_code": exc.exit_code,
+            "reason": exc.reason.value,
+            "step": exc.step,
         },
     }
 

@@ -31,10 +31,9 @@ def renew(obj: CliContext, force: bool, as_json: bool) -> None:
       edge-provision renew                # renew if due, else check
       edge-provision renew --force --json
     """
-    from edge_provision.agent.renew.renewal import run_renew
+    from edge_provision.agent import wiring
 
-    settings = obj.agent_settings()
-    result = run_renew(settings, force=force)
+    result = wiring.run_renew(obj.agent_settings(), force=force)
     if as_json:
         emit_json(result.to_dict())
         return

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from edge_provision.crypto import bootstrap_cipher
-from edge_provision.errors import ConfigError, ProtocolError, Unauthorized
+from edge_provision.errors import ConfigError, ProtocolError, Reason, Unauthorized
 from edge_provision.http import AuthScheme, Credential, HttpClient, HttpResponse
 from edge_provision.platform.models import (
     PlatformChannel,
     PlatformThing,
     parse_channel,
+    parse_list,
     parse_thing,
 )
 
@@ -134,14 +135,19 @@ class BootstrapClient:
 
     @staticmethod
     def _refusal(response: HttpResponse, external_id: str, secure: bool) -> None:
-        """Turn 401/403/404 into ``None`` (no config) or ``Unauthorized``."""
+        """Turn 401/403/404 into ``None`` (no config) or ``Unauthorized``.
+
+        A config held for another external_key is ``Reason.KEY_MISMATCH``; an encrypted
+        key the platform cannot decrypt is ``Reason.CONFIG`` (our encryption key differs).
+        """
         text = response.error_text or ""
         said = f" (server said: {text})" if text else ""
         if _WRONG_ENCRYPTED_KEY_TEXT in text:
             raise Unauthorized(
                 f"{response.url}: HTTP {response.status}: the platform could not decrypt our "
                 f"external_key{said}; the secure-bootstrap encryption key differs from the "
-                "platform's MF_BOOTSTRAP_ENCRYPT_KEY"
+                "platform's MF_BOOTSTRAP_ENCRYPT_KEY",
+                reason=Reason.CONFIG,
             )
         if response.status == 403 or _WRONG_KEY_TEXT in text:
             hint = (
@@ -153,7 +159,8 @@ class BootstrapClient:
                 f"{response.url}: HTTP {response.status}: a bootstrap config exists for "
                 f"external_id {external_id!r} but the external_key does not match the one the "
                 f"platform has{hint}{said}; fix external_key or have an operator update the "
-                "bootstrap config"
+                "bootstrap config",
+                reason=Reason.KEY_MISMATCH,
             )
         if response.status == 401:
             raise Unauthorized(
@@ -195,18 +202,9 @@ def _parse_config(body: bytes, url: str, *, secure: bool) -> BootstrapConfig:
         raise ProtocolError(f"{where}: expected a JSON object, got {type(data).__name__}")
     thing_id = _first_str(data, ("mainflux_id", "thing_id"), where, required=True)
     thing_key = _first_str(data, ("mainflux_key", "thing_key"), where, required=True)
-    channels_raw = data.get("mainflux_channels")
-    if channels_raw is None:
-        channels_raw = data.get("channels")
-    if channels_raw is None:
-        channels_raw = []
-    if not isinstance(channels_raw, list):
-        raise ProtocolError(f"{where}: 'mainflux_channels'/'channels' is not a list")
-    channels = tuple(parse_channel(c, f"channels[{i}]") for i, c in enumerate(channels_raw))
-    extra_raw = data.get("extra_things") or []
-    if not isinstance(extra_raw, list):
-        raise ProtocolError(f"{where}: 'extra_things' is not a list")
-    extra = tuple(parse_thing(t, f"extra_things[{i}]") for i, t in enumerate(extra_raw))
+    channels_key = "mainflux_channels" if data.get("mainflux_channels") is not None else "channels"
+    channels = parse_list(data, channels_key, parse_channel, where)
+    extra = parse_list(data, "extra_things", parse_thing, where)
     content = data.get("content")
     if content is None:
         content = ""

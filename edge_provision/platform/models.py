@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Callable, TypeVar
 
 from edge_provision.errors import ProtocolError
 
@@ -17,9 +18,12 @@ __all__ = [
     "PlatformChannel",
     "PlatformThing",
     "parse_channel",
+    "parse_list",
     "parse_rfc3339",
     "parse_thing",
 ]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,18 @@ def parse_channel(value: object, where: str) -> PlatformChannel:
         name=_str(value, "name", where, required=False),
         metadata=_metadata(value.get("metadata"), where),
     )
+
+
+def parse_list(data: dict[str, object], key: str, parse: Callable[[object, str], T],
+               where: str) -> tuple[T, ...]:  # fmt: skip
+    """The items of list field ``key`` of ``data`` (absent or ``null``: none), each read
+    by ``parse`` with its place (``key[i]``) for error messages."""
+    value = data.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ProtocolError(f"{where}: {key!r} is not a list")
+    return tuple(parse(item, f"{key}[{i}]") for i, item in enumerate(value))
 
 
 _RFC3339 = re.compile(

@@ -24,6 +24,7 @@ from edge_provision.platform.models import (
     PlatformChannel,
     PlatformThing,
     parse_channel,
+    parse_list,
     parse_thing,
 )
 
@@ -185,19 +186,15 @@ def _failure_text(response: HttpResponse) -> str | None:
 def _parse_result(response: HttpResponse) -> MappingResult:
     where = f"{response.url} reply"
     data = response.json_object()
-    things_raw = data.get("things")
-    if things_raw is None:
+    if data.get("things") is None:
         raise ProtocolError(
             f"{where}: 'things' is null without an error message; the provisioning run "
             "failed for an unknown reason"
         )
-    if not isinstance(things_raw, list) or not things_raw:
+    things = parse_list(data, "things", parse_thing, where)
+    if not things:
         raise ProtocolError(f"{where}: expected a non-empty 'things' list")
-    things = tuple(parse_thing(t, f"things[{i}]") for i, t in enumerate(things_raw))
-    channels_raw = data.get("channels") or []
-    if not isinstance(channels_raw, list):
-        raise ProtocolError(f"{where}: 'channels' is not a list")
-    channels = tuple(parse_channel(c, f"channels[{i}]") for i, c in enumerate(channels_raw))
+    channels = parse_list(data, "channels", parse_channel, where)
     return MappingResult(
         things=things,
         channels=channels,

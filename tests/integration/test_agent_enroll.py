@@ -150,7 +150,7 @@ def test_force_reissues_certificates_for_the_same_things(tmp_path: Path, lab: Ru
     first = enroll(settings)
     second = enroll(settings, force=True)
     assert second.generation == 2 and second.thing_id == first.thing_id
-    assert second.certificates[0]["serial"] != first.certificates[0]["serial"]
+    assert second.credentials.certificates[0].serial != first.credentials.certificates[0].serial
     assert len(proxy.requests_to("POST", "/mapping")) == 1
     assert platform_count(lab, tmp_path) == 1
 
@@ -183,12 +183,12 @@ def test_multi_thing_layout_stores_every_thing(tmp_path: Path) -> None:
         assert [c.metadata.get("type") for c in gen.channels] == ["control", "data"]
         assert json.loads(gen.bootstrap_content)["agent"]["heartbeat"]["interval"] == "30s"
         assert platform_count(lab, tmp_path) == 2
-        assert {t["id"] for t in result.things} == {t.id for t in gen.things}
+        assert {t.id for t in result.credentials.things} == {t.id for t in gen.things}
         store = Store(tmp_path / "agent")
         with store.lock():
             store.forget_current()
         again = enroll(agent_settings(tmp_path, lab.url))  # lookup path: extra_things kept
-        assert {t["id"] for t in again.things} == {t.id for t in gen.things}
+        assert {t.id for t in again.credentials.things} == {t.id for t in gen.things}
         assert platform_count(lab, tmp_path) == 2
     finally:
         lab.stop()
@@ -218,6 +218,6 @@ def test_hand_off_writes_the_agent_files_after_enrollment(tmp_path: Path,
     assert result.handoff is not None and result.handoff.ok
     env = (tmp_path / "agent.env").read_text()
     assert f'MF_AGENT_MQTT_USERNAME="{result.thing_id}"' in env
-    control = next(c["id"] for c in result.channels if c["type"] == "control")
+    control = next(c.id for c in result.credentials.channels if c.type == "control")
     assert f'MF_AGENT_CONTROL_CHANNEL="{control}"' in env
     assert str(tmp_path / "agent" / "current" / f"{result.thing_id}.key") in env

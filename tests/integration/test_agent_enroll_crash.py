@@ -78,10 +78,20 @@ def things_on_platform(url: str, lab_dir: Path) -> int:
     return total
 
 
-def assert_no_secrets(*outputs: bytes) -> None:
-    """Neither the external key nor a thing key nor the token show up in output."""
+def assert_no_secrets(tmp_path: Path, lab_dir: Path, *outputs: bytes) -> None:
+    """Neither the external key nor a thing key nor the token show up in output.
+
+    The thing keys are read from every generation the agent stored, the token from the
+    lab server's state directory.
+    """
+    store = Store(tmp_path / "agent")
+    thing_keys = [t.key for n in store.list_generations() for t in store.load_generation(n).things]
+    assert thing_keys, "no stored thing key to look for"
+    secrets = [EXT_KEY, lab_token(lab_dir), *thing_keys]
+    assert all(len(secret) >= 8 for secret in secrets)
     for out in outputs:
-        assert EXT_KEY.encode() not in out
+        for secret in secrets:
+            assert secret.encode() not in out
 
 
 def assert_converged(tmp_path: Path, lab_url: str, lab_dir: Path) -> None:
@@ -148,7 +158,7 @@ def test_kill_at_each_request_converges(tmp_path: Path, lab: RunningLabServer, m
         assert done.returncode == 0, done.stderr.decode()
         doc = json.loads(done.stdout)
         assert doc["ok"] and doc["generation"] >= 1
-        assert_no_secrets(out, err, done.stdout, done.stderr)
+        assert_no_secrets(tmp_path, tmp_path / "lab", out, err, done.stdout, done.stderr)
         assert len([f for f in proxy.requests_to("POST", "/mapping") if f.status == 201]) == 1
         assert_converged(tmp_path, lab.url, tmp_path / "lab")
     finally:
@@ -176,6 +186,7 @@ def test_kill_during_hand_off_reruns_it(tmp_path: Path, lab: RunningLabServer) -
     doc = json.loads(done.stdout)
     assert doc["changed"] is False
     assert doc["handoff"] is not None and doc["handoff"]["ok"] is True
+    assert_no_secrets(tmp_path, tmp_path / "lab", done.stdout, done.stderr)
     assert_converged(tmp_path, lab.url, tmp_path / "lab")
     again = json.loads(run_agent(env).stdout)
     assert again["handoff"] is None  # done now: not run a third time
@@ -221,7 +232,7 @@ def test_server_killed_and_restarted_mid_enrollment(tmp_path: Path) -> None:
         done = run_agent(env)
         assert done.returncode == 0, done.stderr.decode()
         assert json.loads(done.stdout)["created_mapping"] is False
-        assert_no_secrets(out, err, done.stdout, done.stderr)
+        assert_no_secrets(tmp_path, lab_dir, out, err, done.stdout, done.stderr)
         assert_converged(tmp_path, url, lab_dir)
     finally:
         proxy.stop()

@@ -159,7 +159,9 @@ def test_server_down_exits_75(tmp_path: Path) -> None:
     """Nothing listening: a temporary failure (exit 75), recorded for the daemon."""
     done = cli(tmp_path, "enroll", "--provision-url", "http://127.0.0.1:9", "--json")
     assert done.returncode == 75, done.stderr
-    assert json.loads(done.stdout)["error"]["retryable"] is True
+    error = json.loads(done.stdout)["error"]
+    assert error["retryable"] is True
+    assert (error["step"], error["reason"]) == ("lookup", "unavailable")
     status = json.loads(cli(tmp_path, "status", "--json").stdout)
     assert status["last_error"]["kind"] == "ServiceUnavailable"
     assert status["next_action"] == "enroll"

@@ -32,16 +32,16 @@ counter = Path(os.environ["FAKE_PLAN"] + ".count")
 n = int(counter.read_text()) if counter.exists() else 0
 counter.write_text(str(n + 1))
 step = plan[min(n, len(plan) - 1)]
-with open(os.environ["FAKE_PLAN"] + ".log", "a") as log:
-    log.write(json.dumps({"argv": sys.argv[1:], "pid": os.getpid(),
-                          "env": sorted(k for k in os.environ
-                                        if k.startswith(("NOTIFY", "WATCHDOG")))}) + "\n")
 def on_term(signum, frame):
     with open(os.environ["FAKE_PLAN"] + ".log", "a") as log:
         log.write(json.dumps({"term": os.getpid()}) + "\n")
     if not step.get("ignore_term"):
         sys.exit(75)
-signal.signal(signal.SIGTERM, on_term)
+signal.signal(signal.SIGTERM, on_term)  # before the run is logged: a logged run handles TERM
+with open(os.environ["FAKE_PLAN"] + ".log", "a") as log:
+    log.write(json.dumps({"argv": sys.argv[1:], "pid": os.getpid(),
+                          "env": sorted(k for k in os.environ
+                                        if k.startswith(("NOTIFY", "WATCHDOG")))}) + "\n")
 if "state" in step:
     from edge_provision.agent.store import State, Store
     store = Store(Path(os.environ["EDGE_PROVISION_STATE_DIR"]))
@@ -145,6 +145,14 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         h.close()
 
 
+def wait_for_run(harness: Harness) -> None:
+    """Until the stand-in has logged its run (bounded by WAIT_S)."""
+    deadline = time.monotonic() + WAIT_S
+    while not harness.runs():
+        assert time.monotonic() < deadline, harness.log()
+        time.sleep(0.05)
+
+
 def _iso(delta: timedelta) -> str:
     return (datetime.now(timezone.utc) + delta).isoformat(timespec="seconds")
 
@@ -170,8 +178,7 @@ def test_transient_failures_then_success(harness: Harness) -> None:
     assert first.endswith(": ServiceUnavailable: connection refused by 127.0.0.1:9")
     harness.notify.status("retry 2 in")
     harness.notify.status("provisioned: generation 1, next renewal ")
-    code, took = harness.stop()
-    assert (code, took < 5) == (0, True)
+    assert harness.stop()[0] == 0
     runs = harness.runs()
     assert len(runs) == 3
     assert all(r["argv"] == ["enroll", "--json"] for r in runs)
@@ -187,11 +194,9 @@ def test_renewal_when_due_and_sigusr1_runs_it_now(harness: Harness) -> None:
     harness.start([{"exit": 0, "state": _provisioned(4)}])
     harness.notify.status("renewing: generation 3")
     harness.notify.status("provisioned: generation 4, next renewal")
-    t0 = time.monotonic()
-    harness.signal(signal.SIGUSR1)
+    harness.signal(signal.SIGUSR1)  # the next renewal is 30 days away: only the signal runs it
     harness.notify.status("renewing: generation 4")
     harness.notify.status("provisioned: generation 4, next renewal")
-    assert time.monotonic() - t0 < 5
     assert [r["argv"] for r in harness.runs()] == [["renew", "--json"]] * 2
     assert harness.stop()[0] == 0
 
@@ -242,31 +247,26 @@ def test_sigterm_is_forwarded_to_a_running_child(harness: Harness) -> None:
     """SIGTERM while a child runs: the child gets SIGTERM, the daemon exits 0 promptly."""
     harness.start([{"sleep": 60}])
     harness.notify.status("enrolling")
-    deadline = time.monotonic() + WAIT_S
-    while not harness.runs() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # let the stand-in install its SIGTERM handler
-    code, took = harness.stop()
-    assert code == 0 and took < 5
+    wait_for_run(harness)  # logged only once its SIGTERM handler is installed
+    assert harness.stop()[0] == 0  # within stop()'s bounded waits, not the child's 60 s
     pid = harness.runs()[0]["pid"]
     assert {"term": pid} in harness.runs()
+    assert "child killed" not in harness.log()  # it ended on SIGTERM, no SIGKILL needed
 
 
 def test_child_ignoring_sigterm_is_killed_after_the_grace_period(harness: Harness) -> None:
     """A child that ignores SIGTERM is SIGKILLed after stop_grace_s; still exit 0."""
     harness.start([{"sleep": 60, "ignore_term": True}], stop_grace_s=1.0)
     harness.notify.status("enrolling")
-    deadline = time.monotonic() + WAIT_S
-    while not harness.runs() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    code, took = harness.stop()
-    assert code == 0 and 0.9 < took < 5
+    wait_for_run(harness)
+    assert harness.stop()[0] == 0
     pid = harness.runs()[0]["pid"]
     assert isinstance(pid, int)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert "child killed command=enroll" in harness.log()
+    assert {"term": pid} in harness.runs()  # it got SIGTERM first and lived on
+    log = harness.log()
+    assert log.index("stopping child command=enroll") < log.index("child killed command=enroll")
 
 
 def test_watchdog_is_petted_while_a_child_runs(harness: Harness) -> None:

@@ -126,7 +126,6 @@ def test_running_daemon_renews_short_certificates_and_mqtt_keeps_working(
     lab = _start_lab(procs, tmp_path, "--mqtt-tls-port", "0", "--mqtt-require-cert",
                      MF_PROVISION_CERTS_HOURS_VALID="8s")  # fmt: skip
     assert lab.ssl_url is not None
-    t0 = time.monotonic()
     daemon = _run_daemon(procs, tmp_path, notify, lab, EDGE_PROVISION_MQTT_URL=lab.ssl_url,
                          EDGE_PROVISION_MQTT_MTLS="true", EDGE_PROVISION_RENEW_BEFORE="4")
     notify.expect(lambda m: m.startswith("READY=1"))
@@ -135,7 +134,6 @@ def test_running_daemon_renews_short_certificates_and_mqtt_keeps_working(
     # backdated by a tenth of the lifetime (0.8 s), certificate times are whole seconds
     assert (previous.not_after - previous.not_before).total_seconds() == pytest.approx(8.8, abs=1)
     seen = {1: previous.serial}
-    lags: list[float] = []
     while len(seen) < 3:
         at, line = notify.status_timed("provisioned: generation ", timeout_s=15)
         number = _generation_of(line)
@@ -148,7 +146,6 @@ def test_running_daemon_renews_short_certificates_and_mqtt_keeps_working(
         cert = _cert(gen)
         assert cert.serial not in seen.values()
         issued = cert.not_after.timestamp() - 8  # the lab backdates not_before by 0.8 s
-        lags.append(at - (previous.not_after.timestamp() - 8))
         # the new credentials work on the mTLS listener, right after the switch
         report = mqtt.verify_credentials(
             lab.ssl_url, gen.gateway_thing.id, gen.gateway_thing.key,
@@ -162,12 +159,8 @@ def test_running_daemon_renews_short_certificates_and_mqtt_keeps_working(
         previous = cert
     assert daemon.poll() is None
     assert _stop(daemon, notify) == 0
-    elapsed = time.monotonic() - t0
     log = (tmp_path / "daemon.log").read_text()
     assert "child started command=renew" in log and "Traceback" not in log
-    print(f"renewals {sorted(seen)}; issue-to-switch {', '.join(f'{x:.2f}' for x in lags)} s;"
-          f" total {elapsed:.1f} s")
-    assert elapsed < 40
 
 
 def _control_setup(procs: Procs, tmp_path: Path, notify: Notify
@@ -185,9 +178,6 @@ def _control_setup(procs: Procs, tmp_path: Path, notify: Notify
     while "control listener running generation=1" not in log.read_text():
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
-    rss = next(ln for ln in Path(f"/proc/{daemon.pid}/status").read_text().splitlines()
-               if ln.startswith("VmRSS:"))  # fmt: skip
-    print(f"daemon with the control listener on: {rss}")
     return lab, daemon, admin, control
 
 
@@ -215,11 +205,9 @@ def test_renew_command_on_the_control_channel_renews(procs: Procs, notify: Notif
     _, daemon, admin, control = _control_setup(procs, tmp_path, notify)
     try:
         before = _cert(_current(tmp_path)).serial
-        t0 = time.monotonic()
         admin.publish(f"channels/{control}/messages/req", b'[{"bn":"req-7:","n":"renew"}]')
         notify.status("renewing: generation 1", 10)
         accepted, done = _replies(admin, "req-7", 2)
-        took = time.monotonic() - t0
         assert accepted["n"] == "renew" and accepted["vs"] == "accepted: renewing: generation 1"
         assert str(done["vs"]).startswith("done: provisioned: generation 2, next renewal ")
         gen = _current(tmp_path)
@@ -234,7 +222,6 @@ def test_renew_command_on_the_control_channel_renews(procs: Procs, notify: Notif
         admin.publish(f"channels/{control}/messages/req", b'[{"bn":"req-8:","n":"status"}]')
         (status,) = _replies(admin, "req-8", 1)
         assert str(status["vs"]).startswith("provisioned: generation 2, next renewal ")
-        print(f"control renew: command to done reply {took:.2f} s")
     finally:
         _close(admin)
     assert _stop(daemon, notify) == 0
@@ -284,9 +271,7 @@ def test_listener_on_without_a_broker_retries_and_never_blocks(
     notify.status("renewing: generation 1", 5)
     notify.status("provisioned: generation 1")
     assert daemon.poll() is None
-    t0 = time.monotonic()
-    assert _stop(daemon, notify) == 0
-    assert time.monotonic() - t0 < 5
+    assert _stop(daemon, notify) == 0  # STOPPING=1 and the exit each within a bounded wait
     assert "retry_in_s=" in log.read_text() and "Traceback" not in log.read_text()
 
 

@@ -9,7 +9,13 @@ import re
 import pytest
 
 from edge_provision.crypto import bootstrap_cipher
-from edge_provision.errors import ConfigError, ProtocolError, ServiceUnavailable, Unauthorized
+from edge_provision.errors import (
+    ConfigError,
+    ProtocolError,
+    Reason,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from edge_provision.http import AuthScheme, HttpClient
 from edge_provision.platform import BootstrapClient, BootstrapConfig
 from edge_provision.testing import FakeServer, Reply
@@ -191,8 +197,10 @@ def test_wrong_key_403(server: FakeServer, http: HttpClient) -> None:
             json={"error": "failed to get bootstrap configuration for given external key"},
         ),
     )
-    with pytest.raises(Unauthorized, match="external_key does not match the one the platform has"):
+    with pytest.raises(Unauthorized, match="external_key does not match the one the platform has") \
+            as info:
         _modern(http).fetch(EXT_ID, EXT_KEY)
+    assert info.value.reason is Reason.KEY_MISMATCH
 
 
 def test_wrong_key_012_404(server: FakeServer, http: HttpClient) -> None:
@@ -205,8 +213,9 @@ def test_wrong_key_012_404(server: FakeServer, http: HttpClient) -> None:
             json={"error": "failed to get bootstrap configuration for given external key"},
         ),
     )
-    with pytest.raises(Unauthorized, match="external_key does not match"):
+    with pytest.raises(Unauthorized, match="external_key does not match") as info:
         BootstrapClient(http, auth_scheme=AuthScheme.BARE).fetch(EXT_ID, EXT_KEY)
+    assert info.value.reason is Reason.KEY_MISMATCH
 
 
 def test_401_mentions_header_form(server: FakeServer, http: HttpClient) -> None:
@@ -214,8 +223,9 @@ def test_401_mentions_header_form(server: FakeServer, http: HttpClient) -> None:
     server.add(
         "GET", PATH, Reply(status=401, json={"error": "missing or invalid bearer entity key"})
     )
-    with pytest.raises(Unauthorized, match="auth scheme"):
+    with pytest.raises(Unauthorized, match="auth scheme") as info:
         BootstrapClient(http, auth_scheme=AuthScheme.BARE).fetch(EXT_ID, EXT_KEY)
+    assert info.value.reason is Reason.REFUSED
 
 
 def test_server_error_is_transient(server: FakeServer, http: HttpClient) -> None:

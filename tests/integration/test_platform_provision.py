@@ -9,6 +9,7 @@ import pytest
 from edge_provision.errors import (
     AlreadyProvisioned,
     ProtocolError,
+    Reason,
     Rejected,
     ServiceUnavailable,
     Unauthorized,
@@ -101,8 +102,9 @@ def test_201_with_409_conflict_is_already_provisioned(server: FakeServer, http: 
     )
     with pytest.raises(
         AlreadyProvisioned, match="external_id '02:42:ac:11:00:07' already provisioned"
-    ):
+    ) as info:
         ProvisionClient(http, token=None).create_mapping(EXT_ID, EXT_KEY)
+    assert info.value.reason is Reason.CONFLICT
 
 
 @pytest.mark.parametrize(

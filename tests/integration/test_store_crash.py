@@ -77,7 +77,6 @@ def test_sigkill_during_writes_leaves_a_valid_store(tmp_path: Path) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     store = Store(tmp_path / "state")
-    started = time.monotonic()
     seen_current = 0
     for run in range(ITERATIONS):
         # Wait for a random step of one of the first iterations, then kill 0-50 ms later:
@@ -121,5 +120,4 @@ def test_sigkill_during_writes_leaves_a_valid_store(tmp_path: Path) -> None:
         assert list(store.generations_dir.glob(".*")) == [], context
         assert list(store.state_dir.glob(".*.tmp")) == [], context
         assert store.list_generations() == numbers, context
-        assert time.monotonic() - started < 60, context
     assert seen_current > 0, f"seed={seed}: the writer never got a generation in"

@@ -1,13 +1,24 @@
-"""The state lock really excludes a second process (flock on state_dir/.lock)."""
+"""The state lock really excludes a second process (flock on state_dir/.lock).
+
+Who holds the lock and who waits for it is read from the kernel (``/proc/locks``), so no
+assertion rests on a process having had "enough time" to get somewhere.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from edge_provision.agent.store import Store
+from edge_provision.errors import StoreError
+
+WAIT_S = 30.0
 
 CHILD = """
 import sys
@@ -15,9 +26,15 @@ from pathlib import Path
 from edge_provision.errors import StoreError
 from edge_provision.agent.store import Store
 store = Store(Path(sys.argv[1]))
+mode = sys.argv[2]
+print("waiting", flush=True)
 try:
-    with store.lock(blocking=sys.argv[2] == "block"):
-        print("acquired", flush=True)
+    with store.lock(blocking=mode != "try"):
+        released = Path(sys.argv[1], "released")
+        print("acquired", "after-release" if released.exists() else "first", flush=True)
+        if mode == "hold":
+            sys.stdin.readline()  # hold the lock until the test says so
+            released.write_text("yes")
 except StoreError as exc:
     print("StoreError:", exc, flush=True)
     sys.exit(3)
@@ -25,35 +42,86 @@ except StoreError as exc:
 
 
 def run_child(state_dir: Path, mode: str) -> subprocess.Popen[str]:
-    """Start a child process that tries to take the lock."""
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(state_dir), mode],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """A child that tries (``try``), waits for (``block``) or holds (``hold``) the lock."""
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(state_dir), mode],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def flocks(path: Path) -> list[tuple[bool, int]]:
+    """``(waiting, pid)`` of every flock the kernel lists on ``path`` (/proc/locks)."""
+    st = path.stat()
+    found = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        waiting = fields[1] == "->"
+        if waiting:
+            del fields[1]
+        if fields[1] != "FLOCK":
+            continue
+        major, minor, inode = fields[5].split(":")
+        if ((int(major, 16), int(minor, 16), int(inode))
+                == (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)):  # fmt: skip
+            found.append((waiting, int(fields[4])))
+    return found
+
+
+def until(check: Callable[[], bool], what: str) -> None:
+    """Poll ``check()`` until true; fail after WAIT_S naming ``what``."""
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        assert time.monotonic() < deadline, f"never saw: {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def children() -> Iterator[list[subprocess.Popen[str]]]:
+    """Child processes, killed at the end whatever happened."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=WAIT_S)
 
 
 def test_second_process_cannot_take_a_held_lock(tmp_path: Path) -> None:
     """lock(blocking=False) in another process raises StoreError while we hold the lock."""
     store = Store(tmp_path / "state")
     with store.lock():
+        assert flocks(store.lock_path) == [(False, os.getpid())]  # we hold it
         child = run_child(store.state_dir, "try")
-        out, err = child.communicate(timeout=30)
+        out, err = child.communicate(timeout=WAIT_S)
     assert child.returncode == 3, err
-    assert out.startswith("StoreError:")
+    assert out.splitlines()[1].startswith("StoreError:")
     assert "holds the state lock" in out
     child = run_child(store.state_dir, "try")
-    out, err = child.communicate(timeout=30)
-    assert (child.returncode, out.strip()) == (0, "acquired"), err
+    out, err = child.communicate(timeout=WAIT_S)
+    assert (child.returncode, out.splitlines()[1]) == (0, "acquired first"), err
 
 
-def test_blocking_lock_waits_for_release(tmp_path: Path) -> None:
-    """lock(blocking=True) in another process waits until we release the lock."""
+def test_a_lock_held_by_a_child_excludes_us_and_a_waiter(
+        tmp_path: Path, children: list[subprocess.Popen[str]]) -> None:  # fmt: skip
+    """The child holds the lock (seen in /proc/locks); we cannot take it; a blocking waiter
+    is queued in the kernel and gets the lock only after the holder released it."""
     store = Store(tmp_path / "state")
-    with store.lock():
-        child = run_child(store.state_dir, "block")
-        time.sleep(0.5)  # long enough for the child to start and block on flock
-        assert child.poll() is None
-    out, err = child.communicate(timeout=30)
-    assert (child.returncode, out.strip()) == (0, "acquired"), err
+    with store.lock():  # creates the state dir and the lock file
+        pass
+    holder = run_child(store.state_dir, "hold")
+    children.append(holder)
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline() == "waiting\n"
+    assert holder.stdout.readline() == "acquired first\n"
+    assert flocks(store.lock_path) == [(False, holder.pid)]  # the child holds it
+    with pytest.raises(StoreError, match="holds the state lock"), store.lock(blocking=False):
+        pass
+    waiter = run_child(store.state_dir, "block")
+    children.append(waiter)
+    until(lambda: (True, waiter.pid) in flocks(store.lock_path), "the waiter queued on flock")
+    holder.stdin.write("release\n")
+    holder.stdin.flush()
+    out, err = waiter.communicate(timeout=WAIT_S)
+    assert (waiter.returncode, out.splitlines()) == (0, ["waiting", "acquired after-release"]), err
+    assert holder.wait(timeout=WAIT_S) == 0
+    with store.lock(blocking=False):  # free again
+        assert flocks(store.lock_path) == [(False, os.getpid())]

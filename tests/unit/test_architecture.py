@@ -91,6 +91,7 @@ PURE = STDLIB | {"tomllib", "tomli"}
 DYNAMIC_IMPORTS = {
     "edge_provision/__init__.py": "the modules named in _HOMES (tests/unit/test_api.py)",
     "edge_provision/crypto/bootstrap_cipher.py": "cryptography (the AES-CFB mode class)",
+    "edge_provision/platform/__init__.py": "the platform client modules named in its _HOMES",
 }
 
 KNOWN_VIOLATIONS = {
@@ -102,19 +103,6 @@ KNOWN_VIOLATIONS = {
      "edge_provision.lab.http._plumbing"),  # being fixed on branch r8-lab
     ("private-strict", "edge_provision/lab/backends/embedded/__init__.py",
      "edge_provision.lab.backends.embedded._writer"),  # being fixed on branch r8-lab
-    ("private-strict", "edge_provision/agent/store/__init__.py",
-     "edge_provision.agent.store.model"),  # being fixed on branch r8-agent
-    ("private-strict", "edge_provision/agent/mqtt/__init__.py",
-     "edge_provision.agent.mqtt._wire"),  # being fixed on branch r8-agent
-    # (e) renew.renewal <-> wiring, closed by lazy imports; being fixed on branch r8-agent
-    ("cycle-lazy", "edge_provision/agent/renew/renewal.py",
-     "edge_provision.agent.renew.renewal <-> edge_provision.agent.wiring"),
-    # (f) platform/__init__.py imports its four clients eagerly, so importing
-    #     platform.models loads requests, urllib3 and cryptography. platform/ is r8-agent's;
-    #     not in its brief yet (the lead decides: an import-light platform/__init__)
-    ("init", "edge_provision/platform/__init__.py", "requests"),
-    ("init", "edge_provision/platform/__init__.py", "urllib3"),
-    ("init", "edge_provision/platform/__init__.py", "cryptography"),
 }
 
 RUNTIME = (Scope.MODULE, Scope.FUNCTION)

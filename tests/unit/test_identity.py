@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import socket
 import stat
 from pathlib import Path
 
-import psutil
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,15 +18,16 @@ from edge_provision.agent.identity import (
     InterfaceInfo,
     MacFormat,
     format_mac,
+    identity_for,
     is_usable_mac,
     is_virtual,
-    list_interfaces,
     load_identity,
     parse_mac,
     pick_interface,
     resolve_identity,
 )
 from edge_provision.errors import ConfigError, IdentityError
+from edge_provision.settings import load_agent_settings
 
 ETH0 = InterfaceInfo(name="eth0", mac="00:1a:2b:3c:4d:5e", index=2, is_up=True)
 ETH1 = InterfaceInfo(name="eth1", mac="00:1a:2b:3c:4d:5f", index=3, is_up=True)
@@ -510,57 +508,28 @@ def test_external_key_never_logged_or_shown_in_repr(
     assert "external_id='00:1a:2b:3c:4d:5e'" in repr(ident)
 
 
-# --------------------------------------------------------------------------- this machine
+# --------------------------------------------------------------------------- from settings
 
 
-def test_list_interfaces_on_this_machine() -> None:
-    """list_interfaces returns sane InterfaceInfo objects for the real interfaces here."""
-    found = list_interfaces()
-    assert found, "every Linux machine has at least lo"
-    assert {i.name for i in found} == set(psutil.net_if_addrs()) | set(psutil.net_if_stats())
-    assert len({i.name for i in found}) == len(found)
-    for info in found:
-        assert isinstance(info, InterfaceInfo)
-        assert info.mac == "" or MAC_RE.fullmatch(info.mac), info
-        assert info.index >= 0
-        assert isinstance(info.is_up, bool)
-        if is_virtual(info.name):
-            assert info.virtual
-    known = [i.index for i in found if i.index > 0]
-    assert known == sorted(known)
-    kernel = dict((name, index) for index, name in socket.if_nameindex())
-    for info in found:
-        if info.name in kernel:
-            assert info.index == kernel[info.name]
-    if "lo" in kernel:
-        assert next(i for i in found if i.name == "lo").virtual
+def test_identity_for_unpacks_the_identity_settings(tmp_path: Path) -> None:
+    """identity_for(settings) uses interface, MAC format and prefix from the settings."""
+    settings = load_agent_settings({"state_dir": tmp_path / "s", "interface": "eth1",
+                                    "mac_format": "plain-upper", "id_prefix": "gw-"}, env={})
+    ident = identity_for(settings, interfaces=[ETH0, ETH1])
+    assert ident.external_id == "gw-001A2B3C4D5F" and ident.interface == "eth1"
+    assert ident.external_key_source == "generated"
+    stored = load_identity(tmp_path / "s")
+    assert stored is not None and stored.mac == "00:1a:2b:3c:4d:5f"
+    assert (stored.external_id, stored.external_key) == (ident.external_id, ident.external_key)
 
 
-def test_list_interfaces_reads_sysfs(tmp_path: Path) -> None:
-    """ifindex and the virtual flag come from the given sysfs tree (bridge, devices/virtual)."""
-    names = sorted({i.name for i in list_interfaces()})
-    net = tmp_path / "class" / "net"
-    net.mkdir(parents=True)
-    for n, name in enumerate(names):
-        parent = "virtual" if n == 0 else f"pci0000:00/0000:00:0{n}.0"
-        device = tmp_path / "devices" / parent / "net" / name
-        device.mkdir(parents=True)
-        (device / "ifindex").write_text(f"{100 - n}\n")
-        if n == 1:
-            (device / "bridge").mkdir()
-        (net / name).symlink_to(os.path.relpath(device, net))
-    found = {i.name: i for i in list_interfaces(sys_class_net=net)}
-    assert set(found) == set(names)
-    for n, name in enumerate(names):
-        assert found[name].index == 100 - n
-        assert found[name].virtual is (n in (0, 1) or is_virtual(name))
-    assert [i.name for i in list_interfaces(sys_class_net=net)] == list(reversed(names))
-
-
-def test_list_interfaces_falls_back_to_if_nameindex(tmp_path: Path) -> None:
-    """Without sysfs entries the ifindex comes from socket.if_nameindex()."""
-    kernel = {name: index for index, name in socket.if_nameindex()}
-    found = list_interfaces(sys_class_net=tmp_path / "missing")
-    for info in found:
-        assert info.index == kernel.get(info.name, 0)
-        assert info.virtual is is_virtual(info.name)
+def test_identity_for_explicit_values_and_preview(tmp_path: Path) -> None:
+    """Explicit external_id/key win; persist=False writes nothing (the `identity` preview)."""
+    settings = load_agent_settings({"state_dir": tmp_path / "s", "external_id": "gw-9",
+                                    "external_key": "key-9-secret"}, env={})
+    preview = identity_for(settings, interfaces=[], persist=False)
+    assert (preview.external_id, preview.external_key) == ("gw-9", "key-9-secret")
+    assert preview.external_id_source == preview.external_key_source == "setting"
+    assert not (tmp_path / "s" / IDENTITY_FILE).exists()
+    assert identity_for(settings, interfaces=[]) == preview
+    assert load_identity(tmp_path / "s") is not None

@@ -62,13 +62,13 @@ def test_unknown_code_is_plain_mqtt_error() -> None:
 
 def test_socket_and_tls_errors_classified() -> None:
     """Socket/TLS exceptions and paho log texts map onto the table keys."""
-    assert mqtt._classify_socket_error(ConnectionRefusedError()) == "refused"
-    assert mqtt._classify_socket_error(TimeoutError()) == "timeout"
-    assert mqtt._classify_socket_error(ssl.SSLCertVerificationError("x")) == "tls-untrusted"
-    assert mqtt._classify_socket_error(OSError("no route")) == "unreachable"
+    assert mqtt.classify_socket_error(ConnectionRefusedError()) == "refused"
+    assert mqtt.classify_socket_error(TimeoutError()) == "timeout"
+    assert mqtt.classify_socket_error(ssl.SSLCertVerificationError("x")) == "tls-untrusted"
+    assert mqtt.classify_socket_error(OSError("no route")) == "unreachable"
     text = "failed to receive on socket: [SSL: SSLV3_ALERT_CERTIFICATE_REVOKED] sslv3 alert"
-    assert mqtt._classify_text(text) == "tls-rejected"
-    assert mqtt._classify_text("nothing special") is None
+    assert mqtt.classify_text(text) == "tls-rejected"
+    assert mqtt.classify_text("nothing special") is None
 
 
 @pytest.mark.parametrize(("url", "host", "port", "tls"), [

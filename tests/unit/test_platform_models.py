@@ -11,6 +11,7 @@ from edge_provision.platform.certs import normalize_serial
 from edge_provision.platform.models import (
     PlatformChannel,
     parse_channel,
+    parse_list,
     parse_rfc3339,
     parse_thing,
 )
@@ -70,3 +71,29 @@ def test_normalize_serial() -> None:
     """Serials compare as lower hex without separators."""
     assert normalize_serial("1A:2b:3C") == "1a2b3c"
     assert normalize_serial(" ff ") == "ff"
+
+
+def test_parse_list_reads_each_item_with_its_place() -> None:
+    """A list field is read item by item; null or absent is empty; errors name key[i]."""
+    data: dict[str, object] = {"channels": [{"id": "c1"}, {"id": "c2", "name": "n"}],
+                               "things": None}
+    channels = parse_list(data, "channels", parse_channel, "reply")
+    assert [c.id for c in channels] == ["c1", "c2"]
+    assert parse_list(data, "things", parse_thing, "reply") == ()
+    assert parse_list(data, "absent", parse_thing, "reply") == ()
+    with pytest.raises(ProtocolError, match=r"reply: 'channels' is not a list"):
+        parse_list({"channels": {"id": "c1"}}, "channels", parse_channel, "reply")
+    with pytest.raises(ProtocolError, match=r"channels\[1\]: missing field 'id'"):
+        parse_list({"channels": [{"id": "c1"}, {}]}, "channels", parse_channel, "reply")
+
+
+def test_platform_package_names_load_lazily_and_resolve() -> None:
+    """Every name platform/__init__ promises resolves to the class of its home module."""
+    import importlib
+
+    import edge_provision.platform as platform
+
+    for name in platform.__all__:
+        home = importlib.import_module(platform._HOMES[name])
+        assert getattr(platform, name) is getattr(home, name)
+    assert sorted(platform.__all__) == sorted(platform._HOMES)

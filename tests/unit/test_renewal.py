@@ -10,8 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_provision.agent.renew.policy import (
+    CHECK_INTERVAL,
+    NextAction,
     RenewalPolicy,
     earliest_renewal,
+    next_action,
     renewal_due,
     renewal_time,
 )
@@ -124,3 +127,16 @@ def test_property_deterministic_for_seeded_rng(lifetime: float, serial: str) -> 
     first = renewal_time(T0, na, RenewalPolicy(), random.Random(serial))
     random.random()
     assert renewal_time(T0, na, RenewalPolicy(), random.Random(serial)) == first
+
+
+def test_next_action_renews_the_earliest_else_checks_daily() -> None:
+    """With certificates: renew at the earliest renewal; without: check in 24 h."""
+    now = T0 + timedelta(days=1)
+    certs = [("a1", T0, T0 + timedelta(days=90)), ("b2", T0, T0 + timedelta(days=30))]
+    planned = next_action(certs, RenewalPolicy(), now)
+    earliest = earliest_renewal(certs, RenewalPolicy())
+    assert earliest is not None and earliest < T0 + timedelta(days=30)
+    assert planned == NextAction("renew", earliest, earliest)
+    assert next_action([], RenewalPolicy(), now) == NextAction("check",
+                                                               now + timedelta(hours=24))
+    assert next_action([], RenewalPolicy(), now).at - now == CHECK_INTERVAL

@@ -26,13 +26,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 from edge_provision.agent.backoff import Backoff
-from edge_provision.agent.mqtt import (
-    ControlCommand,
-    ControlListener,
-    control_channel_id,
-    target_for,
-)
+from edge_provision.agent.mqtt import ControlCommand, ControlListener, control_channel_id
 from edge_provision.agent.store import Store
+from edge_provision.agent.wiring import mqtt_target
 from edge_provision.errors import EdgeProvisionError
 from edge_provision.settings import AgentSettings
 
@@ -91,7 +87,7 @@ class _Runner:
             logger.info("control listener not started generation=%s reason=not current",
                         self.generation)  # fmt: skip
             return None
-        target = target_for(self.settings, gen)
+        target = mqtt_target(self.settings, gen)
         channel = control_channel_id(gen)
         if target is None or channel is None:
             logger.info("control listener not started generation=%s reason=%s", gen.number,

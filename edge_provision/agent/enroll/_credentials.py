@@ -1,8 +1,8 @@
-"""Pieces of :mod:`edge_provision.agent.enroll`: the credential set and certificate issuing.
+"""The credential set of :mod:`edge_provision.agent.enroll` (private to that package).
 
-Kept apart so that each module stays small. Turns what the platform answered (a
-``/mapping`` result and/or a bootstrap config) into the things, channels and
-certificates of one generation, and signs CSRs for keys generated on the gateway.
+Turns what the platform answered (a ``/mapping`` result and/or a bootstrap config) into
+the things, channels and certificates of one generation, and signs CSRs for keys
+generated on the gateway.
 """
 
 from __future__ import annotations
@@ -10,35 +10,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from edge_provision.agent.renew.policy import RenewalPolicy, earliest_renewal
-from edge_provision.agent.store import Generation, StoredChannel, StoredThing
-from edge_provision.clock import iso
+from edge_provision.agent.enroll.ports import CertsPort
+from edge_provision.agent.store import StoredChannel, StoredThing
 from edge_provision.errors import CertificateError
 from edge_provision.layout import control_first
-from edge_provision.platform import (
-    BootstrapConfig,
-    CertsClient,
-    MappingResult,
-    PlatformChannel,
-)
-from edge_provision.settings import AgentSettings
+
+if TYPE_CHECKING:
+    from edge_provision.platform import BootstrapConfig, MappingResult, PlatformChannel
 
 __all__ = [
     "CredentialSet",
-    "cert_summary",
     "from_bootstrap",
     "from_mapping",
     "issue_certificates",
-    "next_action_for",
     "order_channels",
 ]
 
 logger = logging.getLogger(__name__)
-
-_CHECK_INTERVAL = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -115,7 +105,7 @@ def from_mapping(result: MappingResult, config: BootstrapConfig | None,
 
 
 def issue_certificates(
-    certs: CertsClient, things: Sequence[StoredThing], key_type: str, key_bits: int | None
+    certs: CertsPort, things: Sequence[StoredThing], key_type: str, key_bits: int | None
 ) -> tuple[dict[str, tuple[str, str]], str | None]:
     """Generate a key here for every thing, have its CSR signed; (certs by thing, CA PEM)."""
     from edge_provision.crypto import pki
@@ -135,35 +125,3 @@ def issue_certificates(
         ca_pem = signed.ca_pem or ca_pem
         logger.info("certificate stored thing_id=%s serial=%s", thing.id, signed.serial)
     return issued, ca_pem
-
-
-def cert_summary(generation: Generation) -> list[dict[str, object]]:
-    """Subject, serial and validity of each certificate of ``generation`` (no keys)."""
-    from edge_provision.crypto import pki
-
-    out: list[dict[str, object]] = []
-    for thing_id in generation.certificates:
-        pem = generation.read_certificate(thing_id)
-        if pem is None:
-            continue
-        info = pki.parse_certificate(pem[0])
-        out.append({"thing_id": thing_id, "subject": info.subject, "serial": info.serial,
-                    "not_before": iso(info.not_before), "not_after": iso(info.not_after)})
-    return out
-
-
-def next_action_for(generation: Generation, settings: AgentSettings, now: datetime
-                    ) -> tuple[str, str]:  # fmt: skip
-    """("renew", earliest renewal time) with certificates, else ("check", in 24 h)."""
-    from edge_provision.crypto import pki
-
-    triples = []
-    for thing_id in generation.certificates:
-        pem = generation.read_certificate(thing_id)
-        if pem is not None:
-            info = pki.parse_certificate(pem[0])
-            triples.append((info.serial, info.not_before, info.not_after))
-    when = earliest_renewal(triples, RenewalPolicy(renew_before_s=settings.renew_before_s))
-    if when is None:
-        return "check", iso(now + _CHECK_INTERVAL)
-    return "renew", iso(when)

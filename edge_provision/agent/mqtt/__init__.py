@@ -42,9 +42,9 @@ from edge_provision.agent.mqtt._wire import (
     CODES,
     BrokerUrl,
     ControlCommand,
-    _classify_socket_error,
-    _classify_text,
-    _close_leaked_sockets,
+    classify_socket_error,
+    classify_text,
+    close_leaked_sockets,
     mqtt_error,
     parse_broker_url,
     parse_command,
@@ -63,7 +63,6 @@ if TYPE_CHECKING:
     from paho.mqtt.reasoncodes import ReasonCode
 
     from edge_provision.agent.store import Generation
-    from edge_provision.settings import AgentSettings
 
 __all__ = [
     "CODES",
@@ -74,7 +73,7 @@ __all__ = [
     "MqttTarget",
     "Verifier",
     "VerifyReport",
-    "broker_url_for",
+    "broker_url_in_content",
     "check_subscribe",
     "control_channel_id",
     "make_verifier",
@@ -199,7 +198,7 @@ class _Session:
         return self.deadline - time.monotonic()
 
     def _fail(self, code: str, detail: str = "") -> MqttError:
-        tls = _classify_text(self.log_error)
+        tls = classify_text(self.log_error)
         if tls is not None:
             return mqtt_error(tls, self.url, self.log_error)
         return mqtt_error(code, self.url, detail or self.log_error)
@@ -210,8 +209,8 @@ class _Session:
         try:
             c.connect(self.broker.host, self.broker.port, keepalive=_KEEPALIVE_S)
         except (OSError, ssl.SSLError) as exc:
-            _close_leaked_sockets(exc)
-            raise mqtt_error(_classify_socket_error(exc), self.url, str(exc)) from exc
+            close_leaked_sockets(exc)
+            raise mqtt_error(classify_socket_error(exc), self.url, str(exc)) from exc
         self._pump(lambda: self.connack is not None, "closed-before-connack")
         value = int(self.connack.value) if self.connack is not None else 0
         if value != 0:
@@ -303,7 +302,7 @@ def check_subscribe(target: MqttTarget, topic: str, timeout_s: float = 10.0) -> 
         session.close()
 
 
-# --------------------------------------------------------------------------- settings glue
+# --------------------------------------------------------------------------- generations
 
 
 def control_channel_id(generation: Generation) -> str | None:
@@ -314,52 +313,61 @@ def control_channel_id(generation: Generation) -> str | None:
     return generation.channels[0].id if generation.channels else None
 
 
-def broker_url_for(settings: AgentSettings, generation: Generation) -> str | None:
-    """``settings.mqtt_url``, else bootstrap content ``agent.mqtt.url``, else None."""
-    if settings.mqtt_url:
-        return settings.mqtt_url
+def broker_url_in_content(content: str) -> str | None:
+    """``agent.mqtt.url`` of a bootstrap content (JSON text), or None."""
     try:
-        content = json.loads(generation.bootstrap_content or "{}")
+        doc = json.loads(content or "{}")
     except ValueError:
         return None
-    agent = content.get("agent") if isinstance(content, dict) else None
+    agent = doc.get("agent") if isinstance(doc, dict) else None
     mqtt_cfg = agent.get("mqtt") if isinstance(agent, dict) else None
     url = mqtt_cfg.get("url") if isinstance(mqtt_cfg, dict) else None
     return url if isinstance(url, str) and url.strip() else None
 
 
-def target_for(settings: AgentSettings, generation: Generation) -> MqttTarget | None:
-    """How the gateway thing of ``generation`` connects, or None when no broker is known."""
-    url = broker_url_for(settings, generation)
-    if url is None:
+def target_for(
+    generation: Generation,
+    *,
+    url: str | None = None,
+    ca_path: Path | None = None,
+    mtls: bool = False,
+    insecure: bool = False,
+) -> MqttTarget | None:
+    """How the gateway thing of ``generation`` connects, or None when no broker is known.
+
+    The broker is ``url``, else the ``agent.mqtt.url`` of the bootstrap content; the CA
+    is ``ca_path``, else the generation's ``ca.crt``.
+    """
+    broker = url or broker_url_in_content(generation.bootstrap_content)
+    if broker is None:
         return None
     thing = generation.gateway_thing
     return MqttTarget(
-        url=url,
+        url=broker,
         username=thing.id,
         password=thing.key,
-        ca_path=settings.mqtt_ca or generation.ca_path,
+        ca_path=ca_path or generation.ca_path,
         cert_path=generation.cert_path(thing.id),
         key_path=generation.key_path(thing.id),
-        mtls=settings.mqtt_mtls,
-        insecure=settings.insecure,
+        mtls=mtls,
+        insecure=insecure,
     )
 
 
-def make_verifier(settings: AgentSettings) -> Verifier | None:
-    """The credential check enrollment and renewal run, per ``mqtt.verify``.
+def make_verifier(
+    target_of: Callable[[Generation], MqttTarget | None], *, required: bool, timeout_s: float
+) -> Verifier:
+    """The credential check enrollment and renewal run on a new generation.
 
-    ``never`` -> None. ``auto`` -> a verifier that skips (logged) generations without a
-    known broker; ``always`` -> one that raises ConfigError for them.
+    ``target_of`` says where and as whom a generation connects. A generation without a
+    known broker is skipped (logged; the verifier returns None), or with ``required``
+    refused with a ConfigError.
     """
-    if settings.mqtt_verify == "never":
-        return None
-    always = settings.mqtt_verify == "always"
 
     def verify(generation: Generation) -> VerifyReport | None:
-        target = target_for(settings, generation)
+        target = target_of(generation)
         if target is None:
-            if always:
+            if required:
                 raise ConfigError(
                     "mqtt.verify = always but no broker is known: set mqtt.url "
                     "(EDGE_PROVISION_MQTT_URL) or put agent.mqtt.url in the bootstrap content"
@@ -370,7 +378,7 @@ def make_verifier(settings: AgentSettings) -> Verifier | None:
         return verify_credentials(
             target.url, target.username, target.password, control_channel_id(generation),
             ca_path=target.ca_path, cert_path=target.cert_path, key_path=target.key_path,
-            mtls=target.mtls, timeout_s=settings.mqtt_timeout_s, insecure=target.insecure,
+            mtls=target.mtls, timeout_s=timeout_s, insecure=target.insecure,
         )  # fmt: skip
 
     return verify
@@ -414,8 +422,8 @@ class ControlListener:
         try:
             client.connect(broker.host, broker.port, keepalive=_KEEPALIVE_S)
         except (OSError, ssl.SSLError) as exc:
-            _close_leaked_sockets(exc)
-            raise mqtt_error(_classify_socket_error(exc), str(broker), str(exc)) from exc
+            close_leaked_sockets(exc)
+            raise mqtt_error(classify_socket_error(exc), str(broker), str(exc)) from exc
         client.loop_start()
         if not self._connack.wait(timeout_s):
             self.stop()

@@ -92,11 +92,11 @@ def mqtt_error(code: str, url: str, detail: str = "") -> MqttError:
     return cls(f"{url}: {message}{extra}")
 
 
-def _classify_socket_error(exc: BaseException) -> str:
+def classify_socket_error(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return "tls-untrusted"
     if isinstance(exc, ssl.SSLError):
-        return _classify_text(str(exc)) or "unreachable"
+        return classify_text(str(exc)) or "unreachable"
     if isinstance(exc, ConnectionRefusedError):
         return "refused"
     if isinstance(exc, TimeoutError):
@@ -104,7 +104,7 @@ def _classify_socket_error(exc: BaseException) -> str:
     return "unreachable"
 
 
-def _close_leaked_sockets(exc: BaseException) -> None:
+def close_leaked_sockets(exc: BaseException) -> None:
     """Close the sockets paho leaves open when its TLS handshake fails (found in the traceback)."""
     import socket
 
@@ -116,7 +116,7 @@ def _close_leaked_sockets(exc: BaseException) -> None:
         tb = tb.tb_next
 
 
-def _classify_text(text: str) -> str | None:
+def classify_text(text: str) -> str | None:
     upper = text.upper()
     if "CERTIFICATE_VERIFY_FAILED" in upper:
         return "tls-untrusted"

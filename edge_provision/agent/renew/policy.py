@@ -16,6 +16,10 @@ Policy, for a certificate valid from ``not_before`` to ``not_after`` (lifetime `
 
 Exactly one number is drawn from ``rng`` per call, whatever the settings, so the
 time is monotone in ``renew_before_s`` for equally seeded generators.
+
+What the gateway does next (:func:`next_action`): ``renew`` at the earliest renewal
+time of its certificates; without certificates ``check`` its credentials every
+:data:`CHECK_INTERVAL`.
 """
 
 from __future__ import annotations
@@ -25,14 +29,21 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Optional
 
 __all__ = [
+    "CHECK_INTERVAL",
     "SHORT_LIFETIME_S",
+    "NextAction",
     "RenewalPolicy",
     "earliest_renewal",
+    "next_action",
     "renewal_due",
     "renewal_time",
 ]
+
+CHECK_INTERVAL = timedelta(hours=24)
+"""How often a gateway without certificates checks its credentials."""
 
 SHORT_LIFETIME_S = 10 * 86_400.0
 """Lifetimes under this renew at 1/2 instead of 2/3."""
@@ -106,3 +117,23 @@ def earliest_renewal(
         for serial, nb, na in certificates
     ]
     return min(times) if times else None
+
+
+@dataclass(frozen=True)
+class NextAction:
+    """What to do next and when; ``renewal_at`` is set when that is a renewal."""
+
+    action: str  # "renew" | "check"
+    at: datetime
+    renewal_at: Optional[datetime] = None
+
+
+def next_action(
+    certificates: Iterable[tuple[str, datetime, datetime]], policy: RenewalPolicy,
+    now: datetime,
+) -> NextAction:
+    """``renew`` at the :func:`earliest_renewal` of ``certificates``, else ``check`` later."""
+    when = earliest_renewal(certificates, policy)
+    if when is None:
+        return NextAction("check", now + CHECK_INTERVAL)
+    return NextAction("renew", when, when)

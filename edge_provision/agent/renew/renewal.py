@@ -20,7 +20,9 @@ One run, under the store lock:
 
 On failure the previous generation stays current; ``State.last_error``, the journal and
 ``next_action_at`` (capped exponential backoff with full jitter; ``permanent_retry_s`` for
-errors a human must fix) record it, and the error is raised (non-zero exit).
+errors a human must fix) record it, and the error is raised (non-zero exit) with
+``exc.step`` set to the part that failed (``renew``, ``check`` or ``reprovision``; the
+enrollment's own step when a reprovisioning enrollment failed).
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional
 
 from edge_provision.agent.backoff import backoff_delay_s
+from edge_provision.agent.certificates import certificate_infos, schedule_for
 from edge_provision.agent.enroll import EnrollClients, Verifier, enroll
 from edge_provision.agent.handoff import hand_off
-from edge_provision.agent.identity import Identity, MacFormat, resolve_identity
-from edge_provision.agent.renew.policy import RenewalPolicy, earliest_renewal, renewal_time
+from edge_provision.agent.identity import identity_for
+from edge_provision.agent.renew.policy import RenewalPolicy, renewal_time
 from edge_provision.agent.store import Generation, GenerationData, Phase, State, Store
 from edge_provision.clock import iso, parse_iso
 from edge_provision.crypto import pki
@@ -50,14 +53,12 @@ from edge_provision.errors import (
     TransientError,
     Unauthorized,
 )
-from edge_provision.metrics import agent_metrics, render, write_textfile
 from edge_provision.settings import AgentSettings
 
-__all__ = ["RenewResult", "renew", "run_renew", "write_metrics"]
+__all__ = ["RenewResult", "renew"]
 
 logger = logging.getLogger(__name__)
 
-_CHECK_INTERVAL = timedelta(hours=24)
 _DUE_TOLERANCE = timedelta(seconds=1)  # next_action_at is stored with whole seconds
 _ATTEMPT = "renew_attempt"
 
@@ -92,45 +93,19 @@ class _Run:
     step: str = "renew"
 
     def update(self, change: Callable[[State], State]) -> State:
-        state = change(self.store.load_state())
-        self.store.save_state(state)
-        return state
+        return self.store.update_state(change)
 
     def journal(self, status: str, detail: Mapping[str, str] | None = None) -> None:
         at = iso(self.clock())
         self.update(lambda s: s.record(self.step, status, detail, at=at))
 
 
-def _cert_infos(generation: Generation) -> dict[str, pki.CertInfo]:
-    out: dict[str, pki.CertInfo] = {}
-    for thing_id in generation.certificates:
-        pem = generation.read_certificate(thing_id)
-        if pem is not None:
-            out[thing_id] = pki.parse_certificate(pem[0])
-    return out
-
-
-def _policy(settings: AgentSettings) -> RenewalPolicy:
-    return RenewalPolicy(renew_before_s=settings.renew_before_s)
-
-
 def _schedule(generation: Generation, settings: AgentSettings, now: datetime
               ) -> tuple[str, str, Optional[str]]:  # fmt: skip
     """(next_action, next_action_at, next renewal time or None) for ``generation``."""
-    infos = _cert_infos(generation)
-    when = earliest_renewal(((i.serial, i.not_before, i.not_after) for i in infos.values()),
-                            _policy(settings))  # fmt: skip
-    if when is None:
-        return "check", iso(now + _CHECK_INTERVAL), None
-    return "renew", iso(when), iso(when)
-
-
-def _identity(settings: AgentSettings) -> Identity:
-    return resolve_identity(
-        settings.state_dir, external_id=settings.external_id, external_key=settings.external_key,
-        interface=settings.interface, mac_format=MacFormat(settings.mac_format),
-        prefix=settings.id_prefix,
-    )  # fmt: skip
+    planned = schedule_for(generation, settings.renew_before_s, now)
+    renewal = iso(planned.renewal_at) if planned.renewal_at is not None else None
+    return planned.action, iso(planned.at), renewal
 
 
 # --------------------------------------------------------------------------- entry points
@@ -158,30 +133,19 @@ def renew(
                 "`edge-provision enroll` first"
             )
         try:
-            result = _renew(run, current, force)
+            return _renew(run, current, force)
         except EdgeProvisionError as exc:
             _record_failure(run, exc)
-            write_metrics(settings, store)
+            if exc.step is None:  # an enrollment inside (reprovision) keeps its own step
+                exc.step = run.step
             raise
-        write_metrics(settings, store)
-        return result
-
-
-def run_renew(settings: AgentSettings, *, force: bool = False) -> RenewResult:
-    """Build the store, clients and verifier from ``settings`` and run :func:`renew`."""
-    from edge_provision.agent.wiring import build_clients, build_store, build_verifier
-
-    store = build_store(settings)
-    verifier = build_verifier(settings)
-    with build_clients(settings) as clients:
-        return renew(settings, store, clients, verifier=verifier, force=force)
 
 
 def _renew(run: _Run, current: Generation, force: bool) -> RenewResult:
     now = run.clock()
     state = run.store.load_state()
-    infos = _cert_infos(current)
-    policy = _policy(run.settings)
+    infos = certificate_infos(current)
+    policy = RenewalPolicy(renew_before_s=run.settings.renew_before_s)
     scheduled = parse_iso(state.next_action_at) if state.next_action == "renew" else None
     due = force or (scheduled is not None and scheduled <= now) or any(
         now + _DUE_TOLERANCE >= renewal_time(i.not_before, i.not_after, policy,
@@ -228,7 +192,7 @@ def _renew(run: _Run, current: Generation, force: bool) -> RenewResult:
 
 def _bootstrap_changed(run: _Run, current: Generation) -> str | None:
     """Why the platform's bootstrap config differs from ``current`` (None if it does not)."""
-    ident = _identity(run.settings)
+    ident = identity_for(run.settings)
     config = run.clients.bootstrap.fetch(ident.external_id, ident.external_key,
                                          secure=run.settings.secure_bootstrap)  # fmt: skip
     if config is None:
@@ -267,7 +231,7 @@ def _reprovision(run: _Run, current: Generation, why: str, *,
     run.journal("done", {"result": "enrolled again", "generation": str(enrolled.generation)})
     run.update(lambda s: s.bump("reprovisions"))
     generation = run.store.load_generation(enrolled.generation)
-    infos = _cert_infos(generation).get(generation.gateway_thing_id)
+    infos = certificate_infos(generation).get(generation.gateway_thing_id)
     _, _, renewal = _schedule(generation, run.settings, run.clock())
     return RenewResult(ok=True, renewed=bool(generation.certificates),
                        generation=generation.number, serial=infos.serial if infos else None,
@@ -337,7 +301,7 @@ def _replace_certificates(run: _Run, current: Generation, reason: str) -> RenewR
     store, settings = run.store, run.settings
     run.update(lambda s: dataclasses.replace(s, phase=Phase.RENEWING))
     run.journal("started", {"reason": reason[:200], "generation": str(current.number)})
-    infos = _cert_infos(current)
+    infos = certificate_infos(current)
     trusted = _trusted_ca(current)
     certs = run.clients.certs
     csr = certs.supports_csr() if certs is not None else False
@@ -360,7 +324,7 @@ def _replace_certificates(run: _Run, current: Generation, reason: str) -> RenewR
     store.switch_current(number)
     now = run.clock()
     action, action_at, renewal = _schedule(generation, settings, now)
-    gateway = _cert_infos(generation).get(generation.gateway_thing_id)
+    gateway = certificate_infos(generation).get(generation.gateway_thing_id)
     serial = gateway.serial if gateway else None
 
     def done(s: State) -> State:
@@ -400,7 +364,8 @@ def _record_failure(run: _Run, exc: EdgeProvisionError) -> None:
 
         def change(s: State) -> State:
             s = s.bump(_ATTEMPT).bump(f"failures:{exc.kind}")
-            s = s.record(step, "failed", {"error": exc.kind}, at=iso(now))
+            s = s.record(step, "failed", {"error": exc.kind, "reason": exc.reason.value},
+                         at=iso(now))
             s = s.with_error(exc.kind, f"{step}: {exc}", at=iso(now))
             return dataclasses.replace(
                 s, phase=Phase.PROVISIONED if has_current else Phase.FAILED_PERMANENT,
@@ -411,26 +376,3 @@ def _record_failure(run: _Run, exc: EdgeProvisionError) -> None:
         logger.error("%s failed error=%s retry_in_s=%.1f", step, exc, delay)
     except EdgeProvisionError as store_exc:  # the original error matters more
         logger.error("cannot record the failure error=%s", store_exc)
-
-
-def write_metrics(settings: AgentSettings, store: Store) -> None:
-    """Write the Prometheus textfile (``agent.metrics_textfile``) if one is configured."""
-    if settings.metrics_textfile is None:
-        return
-    try:
-        state = store.load_state()
-        current = store.current_generation()
-        expiry = ({t: i.not_after.timestamp() for t, i in _cert_infos(current).items()}
-                  if current is not None else {})  # fmt: skip
-        last = next((e.detail.get("last_renewal") for e in reversed(state.journal)
-                     if e.step == "renew" and e.status == "done"), None)  # fmt: skip
-        last_dt = parse_iso(last)
-        failures = {k.split(":", 1)[1]: v for k, v in state.counters.items()
-                    if k.startswith("failures:")}  # fmt: skip
-        text = render(agent_metrics(
-            cert_expiry=expiry, last_renewal_ts=last_dt.timestamp() if last_dt else None,
-            renewals_total=int(state.counters.get("renewals", 0)), failures_by_class=failures,
-            generation=current.number if current is not None else None))  # fmt: skip
-        write_textfile(settings.metrics_textfile, text)
-    except EdgeProvisionError as exc:
-        logger.warning("metrics not written path=%s error=%s", settings.metrics_textfile, exc)

@@ -26,6 +26,7 @@ write (writes outside it raise :class:`StoreError`; the lock is re-entrant withi
 ``load_state() -> State`` never raises on damage: a damaged ``state.json`` falls back to
 ``state.json.prev`` (``recovered_from == "state.json.prev"``), both damaged to a fresh state
 (``recovered_from == "fresh"``), each with a warning. ``save_state(state)``;
+``update_state(change) -> State`` (load, change, save);
 ``write_generation(GenerationData) -> int``; ``switch_current(n) -> State``;
 ``current_generation() -> Generation | None`` verifies every file against the manifest and,
 if the live generation is damaged, returns the newest older valid one with
@@ -69,17 +70,17 @@ from edge_provision.agent.store.model import (
     State,
     StoredChannel,
     StoredThing,
-    _gen_number,
-    _link_number,
-    _obj,
-    _parse_state,
-    _read,
-    _records,
-    _render,
-    _seal,
-    _store_error,
-    _str,
-    _unseal,
+    generation_number,
+    json_records,
+    link_number,
+    object_field,
+    parse_state,
+    read_file,
+    render_generation,
+    seal,
+    store_error,
+    str_field,
+    unseal,
 )
 from edge_provision.errors import StoreError
 
@@ -171,7 +172,7 @@ class Store:
         """The saved state; else ``.prev``; else a fresh state. Never raises on damage."""
         self.recovered_from = None
         try:
-            state = _parse_state(_read(self.state_path))
+            state = parse_state(read_file(self.state_path))
         except FileNotFoundError:
             return self._reconcile(State())
         except ValueError as exc:
@@ -182,7 +183,7 @@ class Store:
                 self.prev_path.name,
             )
             try:
-                state = _parse_state(_read(self.prev_path))
+                state = parse_state(read_file(self.prev_path))
             except (FileNotFoundError, ValueError) as exc2:
                 logger.warning(
                     "state unrecoverable path=%s reason=%s; starting from a fresh state",
@@ -209,10 +210,17 @@ class Store:
         self._require_lock("save_state")
         body = {"version": STATE_VERSION, "saved_at": self._now(), "state": state.to_dict()}
         with contextlib.suppress(FileNotFoundError, ValueError):
-            old = _read(self.state_path)
-            _parse_state(old)
+            old = read_file(self.state_path)
+            parse_state(old)
             fileio.atomic_write(self.prev_path, old, fileio.SECRET_MODE)
-        fileio.atomic_write(self.state_path, _seal(body), fileio.SECRET_MODE)
+        fileio.atomic_write(self.state_path, seal(body), fileio.SECRET_MODE)
+
+    def update_state(self, change: Callable[[State], State]) -> State:
+        """Load the state, apply ``change``, save and return the result (under the lock)."""
+        self._require_lock("update_state")
+        state = change(self.load_state())
+        self.save_state(state)
+        return state
 
     # -- generations ----------------------------------------------------------------------
 
@@ -223,8 +231,8 @@ class Store:
         except FileNotFoundError:
             return ()
         except OSError as exc:
-            raise _store_error(self.generations_dir, "list", exc) from exc
-        return tuple(sorted(n for n in map(_gen_number, names) if n is not None))
+            raise store_error(self.generations_dir, "list", exc) from exc
+        return tuple(sorted(n for n in map(generation_number, names) if n is not None))
 
     def write_generation(self, data: GenerationData) -> int:
         """Write ``data`` as a new generation (max existing + 1) and return its number.
@@ -233,7 +241,7 @@ class Store:
         leaves either no generation ``n`` or a complete one. Does not switch ``current``.
         """
         self._require_lock("write_generation")
-        files = _render(data, self._now())
+        files = render_generation(data, self._now())
         fileio.ensure_private_dir(self.generations_dir)
         number = max(self.list_generations(), default=0) + 1
         tmp = self.generations_dir / f".tmp-{number}"
@@ -256,12 +264,12 @@ class Store:
                 "created": self._now(),
                 "files": manifest,
             }
-            _write_new(tmp / "manifest.json", _seal(doc), fileio.SECRET_MODE)
+            _write_new(tmp / "manifest.json", seal(doc), fileio.SECRET_MODE)
             fileio.fsync_dir(tmp)
             os.rename(tmp, final)
             fileio.fsync_dir(self.generations_dir)
         except OSError as exc:
-            raise _store_error(final, "write the generation", exc) from exc
+            raise store_error(final, "write the generation", exc) from exc
         logger.info(
             "generation written number=%s source=%s things=%s certificates=%s",
             number,
@@ -307,9 +315,9 @@ class Store:
             return None
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: "current" exists but is not a symlink
-                raise _store_error(self.current_link, "read the link", exc) from exc
+                raise store_error(self.current_link, "read the link", exc) from exc
             target = ""
-        number = _link_number(target)
+        number = link_number(target)
         if number is not None:
             try:
                 return self._read_generation(number)
@@ -353,7 +361,7 @@ class Store:
                 fileio.fsync_dir(self.generations_dir)
                 shutil.rmtree(trash)
             except OSError as exc:
-                raise _store_error(
+                raise store_error(
                     self.generations_dir / str(n), "delete the generation", exc
                 ) from exc
         if removed:
@@ -369,7 +377,7 @@ class Store:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise _store_error(self.current_link, "remove the link", exc) from exc
+            raise store_error(self.current_link, "remove the link", exc) from exc
         state = dataclasses.replace(
             self.load_state(),
             phase=Phase.UNPROVISIONED,
@@ -398,7 +406,7 @@ class Store:
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                raise _store_error(directory, "list", exc) from exc
+                raise store_error(directory, "list", exc) from exc
         for path in candidates:
             try:
                 if path.is_dir() and not path.is_symlink():
@@ -406,7 +414,7 @@ class Store:
                 else:
                     path.unlink()
             except OSError as exc:
-                raise _store_error(path, "remove", exc) from exc
+                raise store_error(path, "remove", exc) from exc
             removed.append(str(path.relative_to(self.state_dir)))
         if removed:
             logger.info("temporary files removed count=%s", len(removed))
@@ -414,7 +422,7 @@ class Store:
 
     def _linked_number(self) -> int | None:
         try:
-            return _link_number(os.readlink(self.current_link))
+            return link_number(os.readlink(self.current_link))
         except OSError:
             return None
 
@@ -422,7 +430,7 @@ class Store:
         """Read and verify one generation; ``ValueError`` says what is wrong."""
         path = self.generations_dir / str(number)
         try:
-            manifest = _unseal(_read(path / "manifest.json"))
+            manifest = unseal(read_file(path / "manifest.json"))
         except FileNotFoundError:
             raise ValueError("manifest.json missing (incomplete or deleted generation)") from None
         listed = manifest.get("files")
@@ -433,7 +441,7 @@ class Store:
             if "/" in name or name.startswith(".") or not isinstance(meta, dict):
                 raise ValueError(f"manifest.json lists a bad entry {name!r}")
             try:
-                blobs[name] = _read(path / name)
+                blobs[name] = read_file(path / name)
             except FileNotFoundError:
                 raise ValueError(f"{name} missing") from None
             if not hmac.compare_digest(
@@ -443,19 +451,20 @@ class Store:
         missing = [n for n in _REQUIRED_FILES if n not in blobs]
         if missing:
             raise ValueError(f"manifest.json lacks {', '.join(missing)}")
-        keys = _obj(_records(blobs, "credentials.json", single=True)[0], "things")
-        boot = _records(blobs, "bootstrap.json", single=True)[0]
+        keys = object_field(json_records(blobs, "credentials.json", single=True)[0], "things")
+        boot = json_records(blobs, "bootstrap.json", single=True)[0]
         things = []
-        for t in _records(blobs, "things.json"):
-            key = keys.get(_str(t, "id"))
+        for t in json_records(blobs, "things.json"):
+            key = keys.get(str_field(t, "id"))
             if not isinstance(key, str):
                 raise ValueError(f"credentials.json has no key for thing {t['id']!r}")
-            things.append(StoredThing(_str(t, "id"), _str(t, "name"), key, _obj(t, "metadata")))
+            things.append(StoredThing(str_field(t, "id"), str_field(t, "name"), key,
+                                      object_field(t, "metadata")))
         channels = tuple(
-            StoredChannel(_str(c, "id"), _str(c, "name"), _obj(c, "metadata"))
-            for c in _records(blobs, "channels.json")
+            StoredChannel(str_field(c, "id"), str_field(c, "name"), object_field(c, "metadata"))
+            for c in json_records(blobs, "channels.json")
         )
-        gateway = _str(boot, "gateway_thing_id")
+        gateway = str_field(boot, "gateway_thing_id")
         if gateway not in {t.id for t in things}:
             raise ValueError(f"gateway thing {gateway!r} is not among things.json")
         certs = tuple(
@@ -467,10 +476,10 @@ class Store:
             tuple(things),
             channels,
             gateway,
-            _str(boot, "content"),
-            _str(boot, "source"),
-            _str(boot, "external_id"),
-            _str(boot, "created"),
+            str_field(boot, "content"),
+            str_field(boot, "source"),
+            str_field(boot, "external_id"),
+            str_field(boot, "created"),
             certs,
             "ca.crt" in blobs,
         )

@@ -1,9 +1,10 @@
 """Values of the credential store and their on-disk JSON forms.
 
-Used by :mod:`edge_provision.agent.store`.
-
-Kept apart from the :class:`~edge_provision.agent.store.Store` so that each module stays small;
-import these names from :mod:`edge_provision.agent.store`, which re-exports them.
+The values (:class:`State`, :class:`Generation` ...) are re-exported by
+:mod:`edge_provision.agent.store`: import them from there. The on-disk helpers (sealing,
+parsing, rendering a generation, field readers) serve the
+:class:`~edge_provision.agent.store.Store` only. Standard library only: the lean daemon
+imports this module.
 """
 
 from __future__ import annotations
@@ -158,23 +159,25 @@ class State:
         for item in journal:
             if not isinstance(item, dict):
                 raise ValueError("journal entries must be objects")
-            detail = {str(k): v for k, v in _obj(item, "detail").items() if isinstance(v, str)}
-            if len(detail) != len(_obj(item, "detail")):
+            raw_detail = object_field(item, "detail")
+            detail = {str(k): v for k, v in raw_detail.items() if isinstance(v, str)}
+            if len(detail) != len(raw_detail):
                 raise ValueError("journal detail values must be strings")
             entries.append(
-                JournalEntry(_str(item, "step"), _str(item, "status"), _str(item, "at"), detail)
+                JournalEntry(str_field(item, "step"), str_field(item, "status"),
+                             str_field(item, "at"), detail)
             )
         if err is not None and not isinstance(err, dict):
             raise ValueError("last_error must be an object or null")
         return cls(
-            phase=Phase(_str(data, "phase")),
+            phase=Phase(str_field(data, "phase")),
             journal=tuple(entries),
             current_generation=gen,
             last_error=None
             if err is None
-            else ErrorInfo(_str(err, "kind"), _str(err, "message"), _str(err, "at")),
-            next_action=_opt_str(data, "next_action"),
-            next_action_at=_opt_str(data, "next_action_at"),
+            else ErrorInfo(str_field(err, "kind"), str_field(err, "message"), str_field(err, "at")),
+            next_action=optional_str_field(data, "next_action"),
+            next_action_at=optional_str_field(data, "next_action_at"),
             mapping_in_flight=bool(data.get("mapping_in_flight", False)),
             counters=counters,
         )
@@ -287,14 +290,14 @@ class Generation:
         try:
             return cert.read_text("utf-8"), key.read_text("utf-8")
         except OSError as exc:
-            raise _store_error(self.path, "read the certificate", exc) from exc
+            raise store_error(self.path, "read the certificate", exc) from exc
         except UnicodeDecodeError:
             raise StoreError(
                 f"{self.path}: certificate of {thing_id} is not text; enroll again"
             ) from None
 
 
-def _store_error(path: Path, action: str, exc: OSError) -> StoreError:
+def store_error(path: Path, action: str, exc: OSError) -> StoreError:
     """An OSError as a StoreError naming the path and the likely fix."""
     hints = {
         errno.EACCES: "run as the service user or fix ownership of the state directory",
@@ -307,14 +310,14 @@ def _store_error(path: Path, action: str, exc: OSError) -> StoreError:
     return StoreError(f"{path}: cannot {action}: {exc.strerror or exc}; {hint}")
 
 
-def _read(path: Path) -> bytes:
+def read_file(path: Path) -> bytes:
     """File bytes; FileNotFoundError as is, permission -> StoreError, other I/O -> ValueError."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
         raise
     except PermissionError as exc:
-        raise _store_error(path, "read", exc) from exc
+        raise store_error(path, "read", exc) from exc
     except OSError as exc:
         raise ValueError(f"{path.name}: unreadable: {exc.strerror or exc}") from None
 
@@ -325,13 +328,13 @@ def _canonical(doc: Mapping[str, object]) -> bytes:
     )
 
 
-def _seal(body: Mapping[str, object]) -> bytes:
+def seal(body: Mapping[str, object]) -> bytes:
     """Pretty JSON of ``body`` plus ``"sha256"`` of its canonical form."""
     doc = dict(body, sha256=hashlib.sha256(_canonical(body)).hexdigest())
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _unseal(raw: bytes) -> dict[str, object]:
+def unseal(raw: bytes) -> dict[str, object]:
     """The body of a sealed document; ``ValueError`` if it is not one or its checksum is wrong."""
     try:
         doc = json.loads(raw.decode("utf-8"))
@@ -347,8 +350,8 @@ def _unseal(raw: bytes) -> dict[str, object]:
     return doc
 
 
-def _parse_state(raw: bytes) -> State:
-    doc = _unseal(raw)
+def parse_state(raw: bytes) -> State:
+    doc = unseal(raw)
     if doc.get("version") != STATE_VERSION:
         raise ValueError(f"unsupported state version {doc.get('version')!r}")
     body = doc.get("state")
@@ -357,7 +360,7 @@ def _parse_state(raw: bytes) -> State:
     return State.from_dict(body)
 
 
-def _render(data: GenerationData, now: str) -> dict[str, tuple[bytes, int]]:
+def render_generation(data: GenerationData, now: str) -> dict[str, tuple[bytes, int]]:
     """File name -> (content, mode) of a generation; StoreError if ``data`` is inconsistent."""
     ids = [t.id for t in data.things]
     bad = [i for i in ids if not _THING_ID_RE.match(i) or i == "ca"]
@@ -412,7 +415,7 @@ def _render(data: GenerationData, now: str) -> dict[str, tuple[bytes, int]]:
     return files
 
 
-def _records(
+def json_records(
     blobs: Mapping[str, bytes], name: str, *, single: bool = False
 ) -> list[dict[str, object]]:
     """The objects in JSON file ``name``: a list of objects, or one object when ``single``."""
@@ -426,29 +429,29 @@ def _records(
     return items
 
 
-def _str(doc: Mapping[str, object], key: str) -> str:
+def str_field(doc: Mapping[str, object], key: str) -> str:
     value = doc.get(key)
     if not isinstance(value, str):
         raise ValueError(f"{key}: expected a string")
     return value
 
 
-def _opt_str(doc: Mapping[str, object], key: str) -> str | None:
+def optional_str_field(doc: Mapping[str, object], key: str) -> str | None:
     value = doc.get(key)
-    return None if value is None else _str(doc, key)
+    return None if value is None else str_field(doc, key)
 
 
-def _obj(doc: Mapping[str, object], key: str) -> dict[str, object]:
+def object_field(doc: Mapping[str, object], key: str) -> dict[str, object]:
     value = doc.get(key, {})
     if not isinstance(value, dict):
         raise ValueError(f"{key}: expected an object")
     return value
 
 
-def _gen_number(name: str) -> int | None:
+def generation_number(name: str) -> int | None:
     return int(name) if _GEN_NAME_RE.match(name) else None
 
 
-def _link_number(target: str) -> int | None:
+def link_number(target: str) -> int | None:
     parts = target.rstrip("/").split("/")
-    return _gen_number(parts[1]) if len(parts) == 2 and parts[0] == "generations" else None
+    return generation_number(parts[1]) if len(parts) == 2 and parts[0] == "generations" else None

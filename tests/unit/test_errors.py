@@ -1,0 +1,69 @@
+"""The error hierarchy: reasons, steps, hints and retry classes are attributes, not text."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_provision.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_NOPERM,
+    EXIT_TEMPFAIL,
+    AlreadyProvisioned,
+    CertificateError,
+    ConfigError,
+    EdgeProvisionError,
+    IdentityError,
+    MqttAuthError,
+    MqttUnavailable,
+    ProtocolError,
+    Reason,
+    Rejected,
+    RetryClass,
+    ServiceUnavailable,
+    StoreError,
+    Unauthorized,
+)
+
+
+@pytest.mark.parametrize(("cls", "reason", "retry", "exit_code"), [
+    (ServiceUnavailable, Reason.UNAVAILABLE, RetryClass.TRANSIENT, EXIT_TEMPFAIL),
+    (MqttUnavailable, Reason.UNAVAILABLE, RetryClass.TRANSIENT, EXIT_TEMPFAIL),
+    (Unauthorized, Reason.REFUSED, RetryClass.NEEDS_PERSON, EXIT_NOPERM),
+    (MqttAuthError, Reason.REFUSED, RetryClass.NEEDS_PERSON, EXIT_NOPERM),
+    (AlreadyProvisioned, Reason.CONFLICT, RetryClass.NEEDS_PERSON, EXIT_FAILED),
+    (Rejected, Reason.REJECTED, RetryClass.NEEDS_PERSON, EXIT_FAILED),
+    (ProtocolError, Reason.PROTOCOL, RetryClass.NEEDS_PERSON, EXIT_FAILED),
+    (StoreError, Reason.STORE, RetryClass.NEEDS_PERSON, EXIT_FAILED),
+    (CertificateError, Reason.CERTIFICATE, RetryClass.NEEDS_PERSON, EXIT_FAILED),
+    (ConfigError, Reason.CONFIG, RetryClass.NEEDS_PERSON, EXIT_CONFIG),
+    (IdentityError, Reason.CONFIG, RetryClass.NEEDS_PERSON, EXIT_CONFIG),
+])
+def test_each_class_has_a_default_reason_and_retry_class(
+        cls: type[EdgeProvisionError], reason: Reason, retry: RetryClass,
+        exit_code: int) -> None:  # fmt: skip
+    """Class defaults: reason code, transient or needs-a-person, exit code."""
+    exc = cls("something went wrong")
+    assert exc.reason is reason and exc.retry_class is retry and exc.exit_code == exit_code
+    assert exc.step is None and exc.hint is None and str(exc) == "something went wrong"
+
+
+def test_raise_site_refines_the_reason() -> None:
+    """A platform client can say more than the class does (a key mismatch is a refusal)."""
+    exc = Unauthorized("config exists for another key", reason=Reason.KEY_MISMATCH)
+    assert exc.reason is Reason.KEY_MISMATCH and isinstance(exc, Unauthorized)
+
+
+def test_step_and_hint_shape_the_text_but_not_the_message() -> None:
+    """``str`` names the step and appends the hint; ``message`` stays what was raised."""
+    exc = ServiceUnavailable("GET /x: HTTP 503.", retry_after_s=3)
+    exc.step = "lookup"
+    exc.hint = "wait"
+    assert str(exc) == "step lookup failed: GET /x: HTTP 503. What to do: wait"
+    assert exc.message == "GET /x: HTTP 503." and exc.retry_after_s == 3
+
+
+def test_config_error_keeps_its_problems() -> None:
+    """ConfigError: one line per problem; the reason is CONFIG unless said otherwise."""
+    exc = ConfigError("bad value")
+    assert [str(p) for p in exc.problems] == ["bad value"] and exc.reason is Reason.CONFIG
