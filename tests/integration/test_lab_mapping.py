@@ -348,8 +348,8 @@ def test_storage_failure_is_503(lab: RunningLabServer, token: str) -> None:
 class _ExplodingBackend(EmbeddedBackend):
     """A real backend whose provision() has a bug."""
 
-    def provision(self, plan: Plan, *, owner: str, issue_certs: CertIssuer | None = None
-                  ) -> MappingRecord:
+    async def provision(self, plan: Plan, *, owner: str, issue_certs: CertIssuer | None = None
+                        ) -> MappingRecord:
         raise RuntimeError("simulated bug")
 
 

@@ -9,7 +9,6 @@ from typing import Callable, NoReturn
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -431,10 +430,7 @@ async def _provision(service: LabService, obj: dict[str, object]) -> bytes:
     external_id = _required(obj, "external_id")
     external_key = _required(obj, "external_key")
     name = _string(obj, "name", required=False)
-    if service.can_provision_async:
-        body = await service.provision_async(external_id, external_key, name)
-    else:
-        body = await run_in_threadpool(service.provision, external_id, external_key, name)
+    body = await service.provision(external_id, external_key, name)
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

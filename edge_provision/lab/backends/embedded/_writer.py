@@ -47,7 +47,7 @@ class _Job:
 def _settle(jobs: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
     """Resolve the asyncio futures of one batch (runs on their event loop)."""
     for future, result, err in jobs:
-        if future.cancelled():
+        if future.done():  # cancelled, or expired (see submit_async)
             continue
         if err is None:
             future.set_result(result)
@@ -81,21 +81,43 @@ class GroupCommitWriter:
         with self._lock:
             return self._stats
 
-    def submit(self, run: Callable[[sqlite3.Connection], T], action: str,
-               prepared: _sql.Prepared | None = None) -> T:
+    def submit(self, run: Callable[[sqlite3.Connection], T], action: str) -> T:
         """Run ``run`` in the next batch; block until it is committed (or failed)."""
         future: Future[T] = Future()
-        self.put(_Job(run, future, None, prepared))
+        self._put(_Job(run, future))
         try:
             return future.result(timeout=self._write_timeout_s)
         except FutureTimeout:
-            raise StoreError(
-                f"{self._path}: {action} got no answer within {self._write_timeout_s:g}s; "
-                "the database may be locked by another process; the outcome is unknown, "
-                "retry (provisioning is idempotent)"
-            ) from None
+            raise self._no_answer(action) from None
 
-    def put(self, job: _Job) -> None:
+    async def submit_async(self, run: Callable[[sqlite3.Connection], T], action: str,
+                           prepared: _sql.Prepared | None = None) -> T:
+        """:meth:`submit` from a running event loop: no thread waits for the commit.
+
+        The job is queued at once; the writer resolves the returned future on the
+        caller's loop, one wake-up per batch, after the COMMIT holding its rows.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._put(_Job(run, future, loop, prepared))
+        timer = loop.call_later(self._write_timeout_s, self._expire, future, action)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, future: asyncio.Future[Any], action: str) -> None:
+        if not future.done():
+            future.set_exception(self._no_answer(action))
+
+    def _no_answer(self, action: str) -> StoreError:
+        return StoreError(
+            f"{self._path}: {action} got no answer within {self._write_timeout_s:g}s; "
+            "the database may be locked by another process; the outcome is unknown, "
+            "retry (provisioning is idempotent)"
+        )
+
+    def _put(self, job: _Job) -> None:
         """Queue ``job``; StoreError once the writer is closed."""
         with self._lock:
             if self._closed:
