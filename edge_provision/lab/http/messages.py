@@ -65,14 +65,22 @@ def json_reply(status: int, body: object, headers: Mapping[str, str] | None = No
     return Reply(status, content, JSON, tuple(headers.items()) if headers else ())
 
 
+_ENCODED: dict[str, bytes] = {}  # content types seen, encoded once
+
+
 async def send_reply(send: Send, reply: Reply) -> None:
     """Send ``reply`` (the server drops the body of a HEAD answer)."""
-    headers = [(b"content-length", str(len(reply.body)).encode())]
-    if reply.content_type is not None:
-        headers.append((b"content-type", reply.content_type.encode("latin-1")))
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+    status, body, content_type, extra = reply
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        encoded = _ENCODED.get(content_type)
+        if encoded is None:
+            encoded = _ENCODED.setdefault(content_type, content_type.encode("latin-1"))
+        headers.append((b"content-type", encoded))
+    for name, value in extra:
+        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:

@@ -223,9 +223,8 @@ class EmbeddedBackend:
             prepared = found
         else:
             prepared = _sql.prepare(plan, owner, None)
-        return await self._writer.submit_async(
-            lambda c: self._write_mapping(c, prepared), "provisioning", prepared
-        )
+        return await self._writer.submit_async(lambda c: self._write_mapping(c, prepared),
+                                               prepared)
 
     def _stored_or_prepared(self, plan: Plan, owner: str,
                             issue_certs: CertIssuer) -> MappingRecord | _sql.Prepared:

@@ -47,7 +47,7 @@ class _Job:
 def _settle(jobs: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
     """Resolve the asyncio futures of one batch (runs on their event loop)."""
     for future, result, err in jobs:
-        if future.done():  # cancelled, or expired (see submit_async)
+        if future.cancelled():
             continue
         if err is None:
             future.set_result(result)
@@ -88,34 +88,26 @@ class GroupCommitWriter:
         try:
             return future.result(timeout=self._write_timeout_s)
         except FutureTimeout:
-            raise self._no_answer(action) from None
+            raise StoreError(
+                f"{self._path}: {action} got no answer within {self._write_timeout_s:g}s; "
+                "the database may be locked by another process; the outcome is unknown, "
+                "retry (provisioning is idempotent)"
+            ) from None
 
-    async def submit_async(self, run: Callable[[sqlite3.Connection], T], action: str,
+    async def submit_async(self, run: Callable[[sqlite3.Connection], T],
                            prepared: _sql.Prepared | None = None) -> T:
         """:meth:`submit` from a running event loop: no thread waits for the commit.
 
         The job is queued at once; the writer resolves the returned future on the
         caller's loop, one wake-up per batch, after the COMMIT holding its rows.
+        There is no write timeout here (a timer per request costs the event loop
+        about a tenth of a mapping's CPU): a write lock held elsewhere ends the
+        batch after the connection's busy timeout with a StoreError.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._put(_Job(run, future, loop, prepared))
-        timer = loop.call_later(self._write_timeout_s, self._expire, future, action)
-        try:
-            return await future
-        finally:
-            timer.cancel()
-
-    def _expire(self, future: asyncio.Future[Any], action: str) -> None:
-        if not future.done():
-            future.set_exception(self._no_answer(action))
-
-    def _no_answer(self, action: str) -> StoreError:
-        return StoreError(
-            f"{self._path}: {action} got no answer within {self._write_timeout_s:g}s; "
-            "the database may be locked by another process; the outcome is unknown, "
-            "retry (provisioning is idempotent)"
-        )
+        return await future
 
     def _put(self, job: _Job) -> None:
         """Queue ``job``; StoreError once the writer is closed."""
