@@ -77,6 +77,11 @@ class LabServer:
         self.kill()
         raise SystemExit("the lab server did not start:\n" + text[-3000:])
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def get(self, path: str) -> dict[str, object]:
         """An operator GET with the token."""
         req = urllib.request.Request(self.url + path,

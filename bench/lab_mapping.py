@@ -68,6 +68,7 @@ class Cell:
     p50_ms: float
     p99_ms: float
     errors: int  # non-2xx/3xx answers + socket errors
+    cpu_us: float  # server CPU (user + system, all threads) per request
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,10 @@ def run_wrk(server: LabServer, label: str, path: str, clients: int, seconds: flo
     cmd = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds:g}s", "--latency",
            "--timeout", "10s", "-s", str(LUA), server.url + path, "--", mode,
            server.token, prefix]
+    cpu = server.cpu_seconds()
     out = subprocess.run(cmd, capture_output=True, text=True, check=False,
                          timeout=seconds + 60)
+    cpu = server.cpu_seconds() - cpu
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if out.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
@@ -142,7 +145,7 @@ def run_wrk(server: LabServer, label: str, path: str, clients: int, seconds: flo
                                 "status_errors", "timeouts"))
     return Cell(label, path, clients, threads, r["duration_us"] / 1e6, r["requests"],
                 r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000,
-                r["p99_us"] / 1000, errors)
+                r["p99_us"] / 1000, errors, cpu / max(1, r["requests"]) * 1e6)
 
 
 def db_counts(db: Path) -> dict[str, int]:
@@ -159,8 +162,8 @@ def table(cells: list[Cell]) -> str:
     several = len({c.server for c in cells}) > 1
     health = {(c.server, c.clients): c for c in cells if c.path == "/health"}
     lines = ["| " + ("server | " if several else "") + "clients | endpoint | requests | req/s "
-             "| p50 ms | p99 ms | errors | /mapping ÷ /health |",
-             "|" + ("---|" if several else "") + "---:|---|---:|---:|---:|---:|---:|---:|"]
+             "| p50 ms | p99 ms | errors | server CPU µs/req | /mapping ÷ /health |",
+             "|" + ("---|" if several else "") + "---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cells:
         ratio = ""
         h = health.get((c.server, c.clients))
@@ -168,12 +171,16 @@ def table(cells: list[Cell]) -> str:
             ratio = f"{c.rate / h.rate:.0%}"
         lines.append("| " + (f"{c.server} | " if several else "") +
                      f"{c.clients} | `{c.path}` | {c.requests} | {c.rate:,.0f} | "
-                     f"{c.p50_ms:.2f} | {c.p99_ms:.2f} | {c.errors} | {ratio} |")
+                     f"{c.p50_ms:.2f} | {c.p99_ms:.2f} | {c.errors} | {c.cpu_us:,.0f} | {ratio} |")
     return "\n".join(lines)
 
 
 def comparison(cells: list[Cell], labels: list[str]) -> str:
-    """req/s per clients and endpoint, one column per server (summed over rounds)."""
+    """Per clients and endpoint, one column per server: req/s (median p50), CPU per request.
+
+    Rates are over all rounds; server CPU per request (all threads, user + system)
+    is what other work on a shared machine disturbs least.
+    """
     lines = ["| clients | endpoint | " + " | ".join(labels) + " |",
              "|---:|---|" + "---:|" * len(labels)]
     keys = sorted({(c.clients, c.path) for c in cells}, key=lambda k: (k[0], k[1] != "/health"))
@@ -183,7 +190,8 @@ def comparison(cells: list[Cell], labels: list[str]) -> str:
             mine = [c for c in cells if (c.server, c.clients, c.path) == (label, clients, path)]
             rate = sum(c.requests for c in mine) / sum(c.seconds for c in mine)
             p50 = sorted(c.p50_ms for c in mine)[len(mine) // 2]
-            row.append(f"{rate:,.0f}/s ({p50:.2f} ms)")
+            cpu = sum(c.cpu_us * c.requests for c in mine) / max(1, sum(c.requests for c in mine))
+            row.append(f"{rate:,.0f}/s ({p50:.2f} ms), {cpu:,.0f} µs CPU")
         lines.append(f"| {clients} | `{path}` | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
