@@ -1,4 +1,4 @@
-"""Composition root of ``edge-provision serve``: state directory, service, uvicorn.
+"""Composition root of ``edge-provision serve``: state directory, service, broker, HTTP.
 
 ``build_service`` opens everything in the state directory (0700)::
 
@@ -138,7 +138,7 @@ def build_service(settings: LabSettings) -> LabService:
 # ---------------------------------------------------------------------- start-up
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Lab:
     """One lab server, built and bound but not yet serving (see :func:`_open`)."""
 
