@@ -35,11 +35,18 @@ def mosquitto_path(script: str) -> str:
 
 
 class LabServer:
-    """``edge-provision serve --port 0`` with a fresh state directory."""
+    """``edge-provision serve --port 0`` with a fresh state directory.
+
+    ``checkout``: the source tree to run (default: this one, with this interpreter);
+    another checkout runs with its own ``.venv/bin/python`` when it has one.
+    """
 
     def __init__(self, state_dir: Path, extra_args: Sequence[str] = (),
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, checkout: Path = ROOT) -> None:
         self.state_dir = state_dir
+        python = checkout / ".venv" / "bin" / "python"
+        if checkout.resolve() == ROOT or not python.exists():
+            python = Path(sys.executable)
         base = {k: v for k, v in os.environ.items()  # no stray settings from the caller
                 if not k.startswith(("MF_PROVISION_", "EDGE_PROVISION_"))}
         base.update(PYTHONUNBUFFERED="1", **(extra_env or {}))
@@ -47,9 +54,9 @@ class LabServer:
         self.log = state_dir.parent / f"{state_dir.name}.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge_provision", "--state-dir", str(state_dir),
+                [str(python), "-m", "edge_provision", "--state-dir", str(state_dir),
                  "serve", "--host", "127.0.0.1", "--port", "0", *extra_args],
-                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=base,
+                stdout=out, stderr=subprocess.STDOUT, cwd=checkout, env=base,
             )
         banner = self._wait_banner()
         listen = _LISTEN.search(banner)
@@ -69,6 +76,11 @@ class LabServer:
             time.sleep(0.05)
         self.kill()
         raise SystemExit("the lab server did not start:\n" + text[-3000:])
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def get(self, path: str) -> dict[str, object]:
         """An operator GET with the token."""

@@ -124,12 +124,24 @@ CertIssuer = Callable[
 
 
 class Backend(Protocol):
-    """What the lab service needs from a platform (embedded SQLite or real Mainflux)."""
+    """What the lab service needs from a platform (embedded SQLite or real Mainflux).
 
-    def provision(
+    :meth:`provision` is the hot path and a coroutine, awaited on the server's
+    event loop: a backend that does its I/O asynchronously awaits it there, one
+    that blocks (a database driver, an HTTP client with threads) runs that part
+    with ``loop.run_in_executor(None, ...)``. The service cannot tell which. Every
+    other method blocks; the HTTP layer calls them from worker threads.
+    """
+
+    async def provision(
         self, plan: Plan, *, owner: str, issue_certs: CertIssuer | None = None
     ) -> MappingRecord:
-        """Create everything in ``plan`` atomically; idempotent per external_id + key."""
+        """Create everything in ``plan`` atomically; idempotent per external_id + key.
+
+        Returns once the mapping is durable. Raises ``AlreadyProvisioned`` when the
+        external_id exists with another key. ``issue_certs`` (called at most once,
+        never on the event loop) makes the certificates the plan asks for.
+        """
         ...
 
     def bootstrap(self, external_id: str, external_key: str) -> BootstrapRecord | None:

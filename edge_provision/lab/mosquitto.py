@@ -47,13 +47,10 @@ from edge_provision.net import free_port
 
 if TYPE_CHECKING:
     from edge_provision.lab.models import Backend
-    from edge_provision.lab.service import LabService
-    from edge_provision.settings import LabSettings
 
 __all__ = [
     "ADMIN_USER",
     "MosquittoSync",
-    "attach",
     "build_crl",
     "check_password",
     "hash_password",
@@ -439,19 +436,3 @@ def _port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def attach(settings: LabSettings, service: LabService) -> MosquittoSync | None:
-    """Start the broker sync ``settings`` ask for (``--mqtt`` / ``--mosquitto-config-dir``)."""
-    if not settings.mqtt and settings.mosquitto_config_dir is None:
-        return None
-    state_dir = Path(settings.state_dir)
-    run = bool(settings.mqtt)
-    directory = state_dir / "mosquitto" if run else Path(settings.mosquitto_config_dir or "")
-    sync = MosquittoSync(service.backend, directory=directory, ca_dir=state_dir / "ca", run=run,
-                         mosquitto_bin=settings.mosquitto_bin, host="127.0.0.1",
-                         port=settings.mqtt_port, tls_port=settings.mqtt_tls_port,
-                         require_cert=settings.mqtt_require_cert)  # fmt: skip
-    sync.start()
-    service.add_listener(sync.notify)
-    return sync

@@ -1,4 +1,4 @@
-"""Composition root of ``edge-provision serve``: state directory, service, uvicorn.
+"""Composition root of ``edge-provision serve``: state directory, service, broker, HTTP.
 
 ``build_service`` opens everything in the state directory (0700)::
 
@@ -7,33 +7,32 @@
     api-token   the operator token, generated at first start (0600) unless one
                 is configured (MF_PROVISION_API_KEY, server.mf_api_key, --token)
 
-``serve`` runs it in the foreground until Ctrl-C or SIGTERM (exit code 0);
-``start_in_thread`` runs it in a background thread for tests and benchmarks.
+One start-up (``_open``): the service, the broker with ``--mqtt``, the ASGI app
+and the bound socket. ``serve`` runs that in the foreground until Ctrl-C or
+SIGTERM (exit code 0); ``start_in_thread`` runs it in a background thread for
+tests and benchmarks. Only the way it runs and stops differs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import logging
 import secrets
 import signal
-import socket
 import threading
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
-
-import uvicorn
 
 from edge_provision import fileio
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.crypto.pki import LocalCA
 from edge_provision.errors import ConfigError, StoreError
 from edge_provision.lab.backends.embedded import EmbeddedBackend
-from edge_provision.lab.http import create_app
+from edge_provision.lab.http.app import LabApp, create_app
+from edge_provision.lab.http.listener import Listener, open_listener
 from edge_provision.lab.service import LabService, ServiceInfo
 from edge_provision.layout import Layout, default_layout, load_layout
 from edge_provision.logs import register_secret
@@ -51,8 +50,6 @@ _DB_FILE = "lab.db"
 _CA_DIR = "ca"
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 15.0
-_UVICORN_LEVELS = {"debug": "debug", "info": "info", "warn": "warning", "warning": "warning",
-                   "error": "error", "critical": "critical", "trace": "trace"}  # fmt: skip
 
 
 # ----------------------------------------------------------------------- service
@@ -138,124 +135,94 @@ def build_service(settings: LabSettings) -> LabService:
                       max_body_bytes=settings.max_body_bytes)  # fmt: skip
 
 
-# ------------------------------------------------------------------------ uvicorn
+# ---------------------------------------------------------------------- start-up
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server that reports once it listens and exits 0 on SIGINT/SIGTERM.
+@dataclass(frozen=True)
+class _Lab:
+    """One lab server, built and bound but not yet serving (see :func:`_open`)."""
 
-    uvicorn re-raises a captured signal after a graceful shutdown (so SIGTERM
-    would end the process with -15); we only restore the previous handlers.
-    """
+    service: LabService
+    app: LabApp
+    listener: Listener
+    broker: MosquittoSync | None
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None],
-                 stop_requested: threading.Event | None = None) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-        self._stop_requested = stop_requested
+    def banner(self) -> list[str]:
+        """What ``serve`` prints once it listens."""
+        info = self.service.info
+        return [
+            f"listening on {self.listener.url}",
+            f"layout: {info.layout_source} ({info.things} things, {info.channels} channels"
+            f"{', X.509 on' if info.x509_provision else ''})",
+            f"database: {info.db_path}",
+            f"CA: {info.ca_path}",
+            f"auth: {info.auth_hint}",
+            *(self.broker.banner_lines() if self.broker is not None else ()),
+            "press Ctrl-C to stop",
+        ]
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self._on_started()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-        if self._stop_requested is not None and self._stop_requested.is_set():
-            self.handle_exit(signal.SIGTERM, None)  # asked to stop while starting up
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    def close(self) -> None:
+        """Release the socket, the broker and the service (after serving ended)."""
+        self.listener.close()
+        if self.broker is not None:
+            self.broker.stop()
+        self.service.close()
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket, or ConfigError saying why not."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ConfigError(f"--host {host!r}: cannot resolve the address: {exc.strerror}") from None
-    family, kind, proto, _, address = infos[0]
-    # proto must be IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY on accepted
-    # sockets only then, and without it Nagle + delayed ACKs cost 40 ms a request
-    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        hint = ("pick another with --port (0 = any free port)" if exc.errno == errno.EADDRINUSE
-                else "check --host and --port")  # fmt: skip
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; {hint}") from None
-    sock.setblocking(False)
-    return sock
-
-
-def _url(sock: socket.socket, tls: bool) -> str:
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls else 'http'}://{shown}:{port}"
-
-
-def _config(settings: LabSettings, service: LabService) -> uvicorn.Config:
-    level = _UVICORN_LEVELS.get(settings.log_level.lower(), "info")
-    tls = settings.server_cert is not None and settings.server_key is not None
-    config = uvicorn.Config(
-        create_app(service),
-        host=settings.host,
-        port=settings.port,
-        log_level=level,
-        log_config=None,
-        access_log=level in ("debug", "trace"),
-        lifespan="on",
-        ws="none",
-        server_header=False,
-        ssl_certfile=str(settings.server_cert) if tls else None,
-        ssl_keyfile=str(settings.server_key) if tls else None,
-    )
-    try:
-        config.load()
-    except (OSError, ValueError) as exc:  # unreadable TLS files, mostly
-        raise ConfigError(
-            f"cannot load the HTTPS certificate/key ({settings.server_cert}, "
-            f"{settings.server_key}): {exc}; check MF_PROVISION_SERVER_CERT/_KEY"
-        ) from None
-    return config
-
-
-def _banner(service: LabService, url: str) -> list[str]:
-    info = service.info
-    return [
-        f"listening on {url}",
-        f"layout: {info.layout_source} ({info.things} things, {info.channels} channels"
-        f"{', X.509 on' if info.x509_provision else ''})",
-        f"database: {info.db_path}",
-        f"CA: {info.ca_path}",
-        f"auth: {info.auth_hint}",
-        "press Ctrl-C to stop",
-    ]
-
-
-def _attach_mqtt(settings: LabSettings, service: LabService) -> MosquittoSync | None:
+def _start_broker(settings: LabSettings, service: LabService) -> MosquittoSync | None:
     """The mosquitto sync of ``--mqtt`` / ``--mosquitto-config-dir`` (None if neither)."""
     if not settings.mqtt and settings.mosquitto_config_dir is None:
         return None
-    from edge_provision.lab.mosquitto import attach
+    from edge_provision.lab.mosquitto import MosquittoSync
 
-    return attach(settings, service)
+    state_dir = Path(settings.state_dir)
+    run = bool(settings.mqtt)
+    directory = state_dir / "mosquitto" if run else Path(settings.mosquitto_config_dir or "")
+    sync = MosquittoSync(service.backend, directory=directory, ca_dir=state_dir / _CA_DIR,
+                         run=run, mosquitto_bin=settings.mosquitto_bin, host="127.0.0.1",
+                         port=settings.mqtt_port, tls_port=settings.mqtt_tls_port,
+                         require_cert=settings.mqtt_require_cert)  # fmt: skip
+    sync.start()
+    service.add_listener(sync.notify)
+    return sync
+
+
+def _open(settings: LabSettings) -> _Lab:
+    """The one start-up: service, broker (if asked for), ASGI app, bound socket."""
+    service = build_service(settings)
+    broker: MosquittoSync | None = None
+    try:
+        broker = _start_broker(settings, service)
+        app = create_app(service)
+        listener = open_listener(app, host=settings.host, port=settings.port,
+                                 log_level=settings.log_level, tls_cert=settings.server_cert,
+                                 tls_key=settings.server_key)  # fmt: skip
+    except BaseException:
+        if broker is not None:
+            broker.stop()
+        service.close()
+        raise
+    return _Lab(service, app, listener, broker)
+
+
+# --------------------------------------------------------------------- run modes
 
 
 def serve(settings: LabSettings, echo: Callable[[str], None]) -> None:
     """Run the lab server in the foreground until Ctrl-C or SIGTERM."""
     with _stop_requests() as stop_requested:
-        _serve(settings, echo, stop_requested)
+        lab = _open(settings)
+
+        def started() -> None:
+            for line in lab.banner():
+                echo(line)
+
+        try:
+            if not lab.listener.run(started, stop_requested):
+                raise ConfigError("the lab server failed to start; see the log above")
+            echo("stopped")
+        finally:
+            lab.close()
 
 
 @contextlib.contextmanager
@@ -278,61 +245,26 @@ def _stop_requests() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _serve(settings: LabSettings, echo: Callable[[str], None],
-           stop_requested: threading.Event) -> None:
-    service = build_service(settings)
-    broker: MosquittoSync | None = None
-    try:
-        broker = _attach_mqtt(settings, service)
-        config = _config(settings, service)
-        sock = _bind(settings.host, settings.port)
-        url = _url(sock, config.is_ssl)
-
-        def started() -> None:
-            lines = _banner(service, url)
-            lines[-1:-1] = broker.banner_lines() if broker is not None else []
-            for line in lines:
-                echo(line)
-
-        server = _Server(config, started, stop_requested)
-        try:
-            server.run(sockets=[sock])
-        finally:
-            sock.close()
-        if not server.started:
-            raise ConfigError("the lab server failed to start; see the log above")
-        echo("stopped")
-    finally:
-        if broker is not None:
-            broker.stop()
-        service.close()
-
-
 class RunningLabServer:
     """A lab server running in a background thread (tests, benchmarks)."""
 
-    def __init__(self, url: str, service: LabService, server: _Server,
-                 thread: threading.Thread, sock: socket.socket,
-                 mqtt: MosquittoSync | None = None) -> None:
-        self.url = url
-        self.mqtt = mqtt
-        self.service = service
-        self._server = server
+    def __init__(self, lab: _Lab, thread: threading.Thread) -> None:
+        self._lab = lab
         self._thread = thread
-        self._sock = sock
-        self.port: int = int(sock.getsockname()[1])
+        self.url = lab.listener.url
+        self.port = lab.listener.port
+        self.service = lab.service
+        self.app = lab.app
+        self.mqtt = lab.broker
 
     def stop(self) -> None:
         """Shut down gracefully, wait for the thread, close the backend."""
-        self._server.should_exit = True
+        self._lab.listener.stop()
         self._thread.join(timeout=_STOP_TIMEOUT_S)
         if self._thread.is_alive():
-            self._server.force_exit = True
+            self._lab.listener.stop(force=True)
             self._thread.join(timeout=_STOP_TIMEOUT_S)
-        self._sock.close()
-        if self.mqtt is not None:
-            self.mqtt.stop()
-        self.service.close()
+        self._lab.close()
 
     def __enter__(self) -> RunningLabServer:
         return self
@@ -343,24 +275,13 @@ class RunningLabServer:
 
 def start_in_thread(settings: LabSettings) -> RunningLabServer:
     """Start the lab server on a background thread; returns once it accepts connections."""
-    service = build_service(settings)
-    broker: MosquittoSync | None = None
-    try:
-        broker = _attach_mqtt(settings, service)
-        config = _config(settings, service)
-        sock = _bind(settings.host, settings.port)
-    except BaseException:
-        if broker is not None:
-            broker.stop()
-        service.close()
-        raise
+    lab = _open(settings)
     ready = threading.Event()
-    server = _Server(config, ready.set)
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            server.run(sockets=[sock])
+            lab.listener.run(ready.set)
         except BaseException as exc:  # SystemExit from uvicorn included
             failure.append(exc)
         finally:
@@ -368,11 +289,9 @@ def start_in_thread(settings: LabSettings) -> RunningLabServer:
 
     thread = threading.Thread(target=run, name="edge-provision-lab", daemon=True)
     thread.start()
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while not ready.wait(0.05) and time.monotonic() < deadline:
-        pass
-    running = RunningLabServer(_url(sock, config.is_ssl), service, server, thread, sock, broker)
-    if not server.started:
+    ready.wait(_START_TIMEOUT_S)
+    running = RunningLabServer(lab, thread)
+    if not lab.listener.started:
         running.stop()
         raise ConfigError(f"the lab server did not start: {failure[0] if failure else 'timeout'}")
     return running

@@ -1,8 +1,9 @@
 """The lab mapping service: layout plan -> backend, idempotency, certificates, auth.
 
-Everything here is synchronous and HTTP-free: :mod:`edge_provision.lab.http`
-parses requests, calls one method (blocking ones in a worker thread) and renders
-the returned JSON-ready dict. Failures are raised as :mod:`edge_provision.errors`
+Everything here is HTTP-free: :mod:`edge_provision.lab.http` parses requests,
+calls one method and renders the returned JSON-ready dict. :meth:`LabService.provision`
+is a coroutine (the hot path, awaited on the event loop); every other method
+blocks and is called from a worker thread. Failures are raised as :mod:`edge_provision.errors`
 classes that the app maps to status codes:
 
 =========================  ======
@@ -20,7 +21,6 @@ answered identically.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -123,11 +123,6 @@ class LabService:
         """What ``/metrics`` reports: mappings, bootstrap fetches, certificates, HTTP statuses."""
         self._content = layout.bootstrap.content or {}
         self._listeners: list[Callable[[str], None]] = []
-        nowait = getattr(backend, "provision_nowait", None)
-        self._provision_nowait: Callable[..., asyncio.Future[MappingRecord]] | None = (
-            nowait if getattr(backend, "can_provision_nowait", False)
-            and not layout.bootstrap.x509_provision else None
-        )
         self.health_body = json.dumps({
             "status": "pass",
             "version": __version__,
@@ -197,37 +192,18 @@ class LabService:
 
     # ----------------------------------------------------------------- /mapping
 
-    def provision(self, external_id: str, external_key: str, name: str | None) -> dict[str, object]:
-        """Run (or repeat) the mapping for a gateway; the upstream 201 body."""
+    async def provision(
+        self, external_id: str, external_key: str, name: str | None
+    ) -> dict[str, object]:
+        """Run (or repeat) the mapping for a gateway; the upstream 201 body.
+
+        Awaited on the event loop (the backend decides how it waits for its
+        platform; see :class:`~edge_provision.lab.models.Backend`).
+        """
         run = plan(self._layout, external_id, external_key, name)
         issuer = self._issue_certs if run.certificates else None
         try:
-            record = self._backend.provision(run, owner=OWNER, issue_certs=issuer)
-        except AlreadyProvisioned:
-            raise _already_provisioned(external_id) from None
-        if record.created:
-            self._created(record, external_id)
-        return self._mapping_body(record)
-
-    @property
-    def can_provision_async(self) -> bool:
-        """Whether :meth:`provision_async` runs without a worker thread."""
-        return self._provision_nowait is not None
-
-    async def provision_async(
-        self, external_id: str, external_key: str, name: str | None
-    ) -> dict[str, object]:
-        """:meth:`provision` on the event loop: no worker thread waits for the commit.
-
-        Only when :attr:`can_provision_async` (no certificates to issue, a backend
-        with ``provision_nowait``); the answer is the same.
-        """
-        submit = self._provision_nowait
-        if submit is None:
-            raise RuntimeError("provision_async needs can_provision_async; use provision()")
-        run = plan(self._layout, external_id, external_key, name)
-        try:
-            record = await submit(run, owner=OWNER)
+            record = await self._backend.provision(run, owner=OWNER, issue_certs=issuer)
         except AlreadyProvisioned:
             raise _already_provisioned(external_id) from None
         if record.created:

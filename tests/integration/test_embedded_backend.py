@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
@@ -113,6 +114,12 @@ def _issuer(ca: LocalCA) -> CertIssuer:
     return issue
 
 
+def provision(backend: EmbeddedBackend, run: Plan, issue_certs: CertIssuer | None = None
+              ) -> MappingRecord:
+    """``backend.provision`` awaited on an event loop of its own (as owner "lab")."""
+    return asyncio.run(backend.provision(run, owner="lab", issue_certs=issue_certs))
+
+
 def _default_plan(external_id: str = "02:42:ac:11:00:07", key: str = "k3y-0007",
                   name: str | None = None, layout: Layout | None = None) -> Plan:
     return plan(layout or default_layout(), external_id, key, name)
@@ -120,7 +127,7 @@ def _default_plan(external_id: str = "02:42:ac:11:00:07", key: str = "k3y-0007",
 
 def test_default_layout_provision_shape(backend: EmbeddedBackend) -> None:
     """The default layout creates one gateway thing, control + data channels, both connected."""
-    record = backend.provision(_default_plan(name="gw-0007"), owner="lab")
+    record = provision(backend, _default_plan(name="gw-0007"))
     assert record.created is True
     assert record.external_id == "02:42:ac:11:00:07"
     (thing,) = record.things
@@ -147,7 +154,7 @@ def test_multi_thing_layout_fully_created(backend: EmbeddedBackend, ca: LocalCA)
     """3 things x 4 channels: every entity, 12 connections, ordered bootstrap, stored certs."""
     layout = load_layout(MULTI_LAYOUT, "multi.toml")
     run = plan(layout, "aa:bb:cc:00:00:01", "multi-key", "gw-1")
-    record = backend.provision(run, owner="lab", issue_certs=_issuer(ca))
+    record = provision(backend, run, _issuer(ca))
     assert [t.name for t in record.things] == ["gw-1-sensor-a", "gw-1", "gw-1-sensor-b"]
     assert record.things[1].metadata == {"external_id": "aa:bb:cc:00:00:01",
                                          "tags": ["edge", "lab"]}
@@ -184,9 +191,17 @@ def test_idempotent_repeat_returns_identical_record(backend: EmbeddedBackend, ca
     """The same external_id + key returns the stored record (ids, keys, certs, order)."""
     layout = load_layout(MULTI_LAYOUT, "multi.toml")
     run = plan(layout, "aa:bb:cc:00:00:02", "same-key", None)
-    first = backend.provision(run, owner="lab", issue_certs=_issuer(ca))
+    first = provision(backend, run, _issuer(ca))
     counts = backend.counts()
-    again = backend.provision(run, owner="lab", issue_certs=_issuer(ca))
+    calls: list[int] = []
+
+    def counting(things: Sequence[ThingRecord], planned: Sequence[PlannedCertificate]
+                 ) -> dict[str, tuple[IssuedCert, str]]:
+        calls.append(len(planned))
+        return _issuer(ca)(things, planned)
+
+    again = provision(backend, run, counting)
+    assert calls == []  # a repeat issues no new certificates
     assert again.created is False
     assert again == dataclasses.replace(first, created=False)
     assert list(again.client_certs) == list(first.client_certs)
@@ -195,10 +210,10 @@ def test_idempotent_repeat_returns_identical_record(backend: EmbeddedBackend, ca
 
 def test_different_key_raises_already_provisioned(backend: EmbeddedBackend) -> None:
     """A second external_key for a known external_id is refused and creates nothing."""
-    backend.provision(_default_plan(key="original"), owner="lab")
+    provision(backend, _default_plan(key="original"))
     counts = backend.counts()
     with pytest.raises(AlreadyProvisioned, match="different external_key"):
-        backend.provision(_default_plan(key="another"), owner="lab")
+        provision(backend, _default_plan(key="another"))
     assert backend.counts() == counts
 
 
@@ -225,7 +240,7 @@ def _run_threads(count: int, target: Callable[[int], T]) -> list[T | Exception]:
 def test_concurrent_same_external_id_creates_one_set(backend: EmbeddedBackend) -> None:
     """16 threads provisioning one external_id create exactly one set, all see the same ids."""
     run = _default_plan(external_id="race")
-    results = _run_threads(16, lambda _i: backend.provision(run, owner="lab"))
+    results = _run_threads(16, lambda _i: provision(backend, run))
     records = [r for r in results if isinstance(r, MappingRecord)]
     assert len(records) == 16, results
     created = [r for r in records if r.created]
@@ -235,12 +250,27 @@ def test_concurrent_same_external_id_creates_one_set(backend: EmbeddedBackend) -
                                 "bootstrap_configs": 1, "certificates": 0}
 
 
+def test_concurrent_same_external_id_on_one_event_loop(backend: EmbeddedBackend) -> None:
+    """16 coroutines on one loop (as the server runs them) for one external_id: one set."""
+    run = _default_plan(external_id="race-loop")
+
+    async def race() -> list[MappingRecord]:
+        return list(await asyncio.gather(*(backend.provision(run, owner="lab")
+                                           for _ in range(16))))
+
+    records = asyncio.run(race())
+    assert sum(r.created for r in records) == 1
+    assert len({r.things[0].id for r in records}) == 1
+    assert backend.counts()["things"] == 1 and backend.counts()["bootstrap_configs"] == 1
+    assert backend.stats.max_batch > 1  # they were committed together
+
+
 def test_concurrent_distinct_ids_are_batched(backend: EmbeddedBackend) -> None:
     """16 threads x 10 distinct mappings all commit, in fewer transactions than requests."""
 
     def work(i: int) -> list[str]:
-        return [backend.provision(_default_plan(f"gw-{i}-{j}", f"key-{i}-{j}"),
-                                  owner="lab").things[0].id for j in range(10)]
+        return [provision(backend, _default_plan(f"gw-{i}-{j}", f"key-{i}-{j}")).things[0].id
+                for j in range(10)]
 
     results = _run_threads(16, work)
     assert all(isinstance(r, list) for r in results), results
@@ -258,8 +288,8 @@ def test_one_bad_request_does_not_fail_its_batch(backend: EmbeddedBackend) -> No
 
     def work(i: int) -> MappingRecord:
         if i % 2:
-            return backend.provision(_default_plan("contested", f"key-{i}"), owner="lab")
-        return backend.provision(_default_plan(f"solo-{i}", "k"), owner="lab")
+            return provision(backend, _default_plan("contested", f"key-{i}"))
+        return provision(backend, _default_plan(f"solo-{i}", "k"))
 
     results = _run_threads(16, work)
     contested = results[1::2]
@@ -272,7 +302,7 @@ def test_one_bad_request_does_not_fail_its_batch(backend: EmbeddedBackend) -> No
 
 def test_bootstrap_right_wrong_unknown(backend: EmbeddedBackend) -> None:
     """bootstrap() answers only the right key; wrong key and unknown id both give None."""
-    record = backend.provision(_default_plan(key="right"), owner="lab")
+    record = provision(backend, _default_plan(key="right"))
     boot = backend.bootstrap("02:42:ac:11:00:07", "right")
     assert boot is not None and boot.thing_id == record.things[0].id
     assert backend.bootstrap("02:42:ac:11:00:07", "wrong") is None
@@ -282,7 +312,7 @@ def test_bootstrap_right_wrong_unknown(backend: EmbeddedBackend) -> None:
 
 def test_authenticate_thing(backend: EmbeddedBackend) -> None:
     """A thing authenticates with its own key only."""
-    thing = backend.provision(_default_plan(), owner="lab").things[0]
+    thing = provision(backend, _default_plan()).things[0]
     assert backend.authenticate_thing(thing.id, thing.key) == thing
     assert backend.authenticate_thing(thing.id, "not-the-key") is None
     assert backend.authenticate_thing("unknown-id", thing.key) is None
@@ -292,7 +322,7 @@ def test_autowhite_list_off_leaves_things_disconnected(backend: EmbeddedBackend)
     """Without autowhite_list nothing is connected and the bootstrap config is inactive."""
     layout = dataclasses.replace(default_layout(),
                                  bootstrap=BootstrapOptions(autowhite_list=False))
-    record = backend.provision(_default_plan(layout=layout), owner="lab")
+    record = provision(backend, _default_plan(layout=layout))
     assert record.whitelisted == ()
     assert backend.counts()["connections"] == 0
     boot = backend.bootstrap("02:42:ac:11:00:07", "k3y-0007")
@@ -304,7 +334,7 @@ def test_external_key_not_stored_in_plain_text(db_path: Path) -> None:
     secret = "very-secret-external-key-9f1c2e"
     b = EmbeddedBackend(db_path)
     try:
-        record = b.provision(_default_plan(key=secret), owner="lab")
+        record = provision(b, _default_plan(key=secret))
         files = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
         blob = b"".join(p.read_bytes() for p in files)
         assert record.things[0].key.encode() in blob  # the grep does see stored data
@@ -316,12 +346,13 @@ def test_external_key_not_stored_in_plain_text(db_path: Path) -> None:
 
 
 _CHILD = """
-import os, signal, sys
+import asyncio, os, signal, sys
 from pathlib import Path
 from edge_provision.lab.backends.embedded import EmbeddedBackend
 from edge_provision.layout import default_layout, plan
 b = EmbeddedBackend(Path(sys.argv[1]))
-record = b.provision(plan(default_layout(), "de:ad:be:ef:00:01", "durable"), owner="lab")
+run = plan(default_layout(), "de:ad:be:ef:00:01", "durable")
+record = asyncio.run(b.provision(run, owner="lab"))
 print("ok", record.things[0].id, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -338,7 +369,7 @@ def test_mapping_survives_kill_9(db_path: Path) -> None:
     try:
         boot = b.bootstrap("de:ad:be:ef:00:01", "durable")
         assert boot is not None and boot.thing_id == thing_id
-        again = b.provision(plan(default_layout(), "de:ad:be:ef:00:01", "durable"), owner="lab")
+        again = provision(b, plan(default_layout(), "de:ad:be:ef:00:01", "durable"))
         assert again.created is False and again.things[0].id == thing_id
     finally:
         b.close()
@@ -347,15 +378,15 @@ def test_mapping_survives_kill_9(db_path: Path) -> None:
 def test_reopen_keeps_everything(db_path: Path) -> None:
     """Closing and reopening the file returns the same stored mapping."""
     with EmbeddedBackend(db_path) as b:
-        first = b.provision(_default_plan(), owner="lab")
+        first = provision(b, _default_plan())
     with EmbeddedBackend(db_path) as b:
-        again = b.provision(_default_plan(), owner="lab")
+        again = provision(b, _default_plan())
         assert again == dataclasses.replace(first, created=False)
 
 
 def test_revocation(backend: EmbeddedBackend, ca: LocalCA) -> None:
     """Recorded certificates are revoked once, per thing; unknown things are rejected."""
-    thing = backend.provision(_default_plan(), owner="lab").things[0]
+    thing = provision(backend, _default_plan()).things[0]
     cert, _key = ca.issue(common_name=thing.id, key_type="ec", key_bits=None, ttl_s=3600)
     backend.record_certificate(thing.id, cert)
     stored = backend.certificate(cert.serial.upper())
@@ -375,7 +406,7 @@ def test_revocation(backend: EmbeddedBackend, ca: LocalCA) -> None:
 
 def test_pagination(backend: EmbeddedBackend) -> None:
     """Pages follow creation order, report the total, and reject bad limits."""
-    records = [backend.provision(_default_plan(f"gw-{i}", "k"), owner="lab") for i in range(3)]
+    records = [provision(backend, _default_plan(f"gw-{i}", "k")) for i in range(3)]
     all_channels = [c.id for r in records for c in r.channels]
     first = backend.list_channels(offset=0, limit=4)
     second = backend.list_channels(offset=4, limit=4)
@@ -421,7 +452,7 @@ def test_close_is_idempotent_and_final(db_path: Path) -> None:
     b.close()
     b.close()
     with pytest.raises(StoreError, match="closed"):
-        b.provision(_default_plan(), owner="lab")
+        provision(b, _default_plan())
     with pytest.raises(StoreError, match="closed"):
         b.counts()
     assert not any(t.name.startswith("embedded-writer") and t.is_alive()
@@ -437,7 +468,7 @@ def test_locked_by_another_process_is_a_store_error(db_path: Path) -> None:
         b = EmbeddedBackend(db_path, busy_timeout_s=0.2)
         try:
             with pytest.raises(StoreError, match="locked by another process"):
-                b.provision(_default_plan(), owner="lab")
+                provision(b, _default_plan())
         finally:
             b.close()
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from edge_provision import __version__
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.crypto.pki import LocalCA
 from edge_provision.lab.backends.embedded import EmbeddedBackend
-from edge_provision.lab.http import create_app
+from edge_provision.lab.http.app import create_app
 from edge_provision.lab.models import CertIssuer, MappingRecord
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
 from edge_provision.lab.service import LabService, ServiceInfo
@@ -302,6 +303,47 @@ def test_unknown_route_and_method(lab: RunningLabServer) -> None:
     assert_error(requests.post(f"{lab.url}/health", timeout=TIMEOUT), 405)
 
 
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("PUT", "/mapping", "GET, POST"),
+    ("DELETE", "/mapping", "GET, POST"),
+    ("POST", "/health", "GET, HEAD"),
+    ("PATCH", "/certs/0a1b", "DELETE, GET"),
+    ("PUT", "/certs/ca", "DELETE, GET"),
+    ("PUT", "/certs/csr", "DELETE, GET, POST"),
+    ("POST", "/things/bootstrap/gw-1", "GET"),
+])
+def test_405_allow_lists_every_method_of_the_path(lab: RunningLabServer, method: str, path: str,
+                                                  allow: str) -> None:
+    """The Allow header of a 405 lists every method the path answers, not only one route's."""
+    resp = requests.request(method, f"{lab.url}{path}", timeout=TIMEOUT)
+    assert_error(resp, 405, method, allow)
+    assert resp.headers["Allow"] == allow
+
+
+def test_trailing_slash_redirects(lab: RunningLabServer) -> None:
+    """A served path with a trailing slash added (or removed) answers 307 to the served one."""
+    resp = requests.get(f"{lab.url}/health/?x=1", timeout=TIMEOUT, allow_redirects=False)
+    assert resp.status_code == 307
+    assert resp.headers["Location"] == "/health?x=1"
+    assert requests.get(f"{lab.url}/health/", timeout=TIMEOUT).json()["status"] == "pass"
+    assert_error(requests.get(f"{lab.url}/nowhere/", timeout=TIMEOUT), 404)
+
+
+@pytest.mark.parametrize("path", ["/mapping", "/certs/csr"])
+def test_aborted_upload_is_not_an_error(lab: RunningLabServer, token: str, path: str,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A client that closes mid-body gets no 500 on any endpoint, and the server goes on."""
+    host, port = lab.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: lab\r\nAuthorization: {token}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                     '{"external_id": '.encode())
+    assert requests.get(f"{lab.url}/health", timeout=TIMEOUT).status_code == 200
+    lab.stop()  # graceful: waits for the aborted request to be handled
+    assert lab.service.internal_errors == 0
+    assert "Traceback" not in caplog.text
+
+
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
@@ -348,8 +390,8 @@ def test_storage_failure_is_503(lab: RunningLabServer, token: str) -> None:
 class _ExplodingBackend(EmbeddedBackend):
     """A real backend whose provision() has a bug."""
 
-    def provision(self, plan: Plan, *, owner: str, issue_certs: CertIssuer | None = None
-                  ) -> MappingRecord:
+    async def provision(self, plan: Plan, *, owner: str, issue_certs: CertIssuer | None = None
+                        ) -> MappingRecord:
         raise RuntimeError("simulated bug")
 
 

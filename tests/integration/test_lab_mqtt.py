@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,12 +92,20 @@ def test_channel_not_connected_is_denied_and_new_things_need_no_restart(tmp_path
             session.close()
             wait_until(lambda: any(p == b"mine" for _, p in sub.received()), timeout_s=5)
             assert all(p != b"intrusion" for _, p in sub.received())
-            # reading: a's subscription on b's channel delivers nothing
-            spy = Subscriber(_port(url), a["id"], a["key"], f"channels/{other}/messages/#")
+            # reading: a, subscribed to its own channel and to b's, gets only its own; the
+            # marker on its own channel is published after the secret, so once the marker
+            # is in, the secret would have been too
+            own = channel_of(first, "data")
+            spy = Subscriber(_port(url), a["id"], a["key"], f"channels/{own}/messages/#")
+            acked = threading.Event()
+            spy.client.on_subscribe = lambda *_a: acked.set()
+            spy.client.subscribe(f"channels/{other}/messages/#", qos=1)
+            assert acked.wait(10)
             sub.publish(f"channels/{other}/messages/x", b"secret")
+            sub.publish(f"channels/{own}/messages/x", b"marker")
+            wait_until(lambda: any(p == b"marker" for _, p in spy.received()), timeout_s=5)
             wait_until(lambda: any(p == b"secret" for _, p in sub.received()), timeout_s=5)
-            time.sleep(0.3)
-            assert spy.received() == []
+            assert all(p != b"secret" for _, p in spy.received())
         finally:
             sub.close()
             if spy is not None:

@@ -36,7 +36,7 @@ from edge_provision import fileio
 from edge_provision.errors import Rejected, StoreError
 from edge_provision.lab.backends.embedded import _sql
 from edge_provision.lab.backends.embedded._writer import MAX_BATCH as MAX_BATCH
-from edge_provision.lab.backends.embedded._writer import GroupCommitWriter, WriterStats, _Job
+from edge_provision.lab.backends.embedded._writer import GroupCommitWriter, WriterStats
 from edge_provision.lab.models import (
     BootstrapRecord,
     CertIssuer,
@@ -176,10 +176,6 @@ class EmbeddedBackend:
                 conn.execute("ROLLBACK")
             raise _sql.store_error(self._path, exc, action) from exc
 
-    def _submit(self, run: Callable[[sqlite3.Connection], T], action: str,
-                prepared: _sql.Prepared | None = None) -> T:
-        return self._writer.submit(run, action, prepared)
-
     def close(self) -> None:
         """Stop the writer (after it finished the queued work) and close every connection."""
         with self._lock:
@@ -204,50 +200,38 @@ class EmbeddedBackend:
 
     # --------------------------------------------------------------- provision
 
-    def provision(
+    async def provision(
         self, plan: Plan, *, owner: str, issue_certs: CertIssuer | None = None
     ) -> MappingRecord:
         """Create everything in ``plan`` in one transaction; idempotent per external_id + key.
 
-        Raises ``AlreadyProvisioned`` if the external_id exists with another key.
-        Certificates (when ``issue_certs`` is given and the plan asks for them) are
-        issued before the transaction and stored with the mapping.
+        Awaited on the caller's event loop; no thread waits for the commit: the rows
+        are prepared on the loop, the writer thread runs them in its next group
+        commit and the answer comes once that COMMIT returned (durable). Repeats and
+        conflicts (``AlreadyProvisioned``: the external_id exists with another key)
+        are found inside the write transaction. When the plan asks for certificates
+        and ``issue_certs`` is given, the stored mapping is looked up and the
+        certificates are issued in a worker thread first: key generation is slow,
+        and a repeat must not issue new ones.
         """
+        if plan.certificates and issue_certs is not None:
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(None, self._stored_or_prepared, plan, owner,
+                                               issue_certs)  # fmt: skip
+            if isinstance(found, MappingRecord):
+                return found
+            prepared = found
+        else:
+            prepared = _sql.prepare(plan, owner, None)
+        return await self._writer.submit_async(lambda c: self._write_mapping(c, prepared),
+                                               prepared)
+
+    def _stored_or_prepared(self, plan: Plan, owner: str,
+                            issue_certs: CertIssuer) -> MappingRecord | _sql.Prepared:
+        """The stored mapping of ``plan``, else its rows with fresh certificates (blocking)."""
         with self._reading("reading the mapping") as conn:
             existing = _sql.find_mapping(conn, plan.external_id, plan.external_key)
-        if existing is not None:
-            return existing
-        prepared = _sql.prepare(plan, owner, issue_certs)
-        record = self._submit(lambda c: self._write_mapping(c, prepared), "provisioning",
-                              prepared)
-        if record.created:
-            logger.info("mapping created external_id=%s things=%s channels=%s",
-                        plan.external_id, len(record.things), len(record.channels))
-        return record
-
-    @property
-    def can_provision_nowait(self) -> bool:
-        """Whether :meth:`provision_nowait` is equivalent to :meth:`provision`.
-
-        False in subclasses that override ``provision`` (their override wins).
-        """
-        return type(self).provision is EmbeddedBackend.provision
-
-    def provision_nowait(self, plan: Plan, *, owner: str) -> asyncio.Future[MappingRecord]:
-        """:meth:`provision` for a plan without certificates, from a running event loop.
-
-        Does not block: the rows are prepared on the calling thread, the writer
-        thread runs them in its next group commit, and the returned future is
-        resolved on the caller's loop once they are committed (durable).
-        Repeats and conflicts are detected inside the write transaction.
-        """
-        if plan.certificates:
-            raise ValueError("provision_nowait cannot issue certificates; use provision()")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[MappingRecord] = loop.create_future()
-        prepared = _sql.prepare(plan, owner, None)
-        self._writer.put(_Job(lambda c: self._write_mapping(c, prepared), future, loop, prepared))
-        return future
+        return existing if existing is not None else _sql.prepare(plan, owner, issue_certs)
 
     @staticmethod
     def _write_mapping(conn: sqlite3.Connection, p: _sql.Prepared) -> MappingRecord:
@@ -352,7 +336,7 @@ class EmbeddedBackend:
                 raise Rejected(f"certificate serial {row[0]} is already recorded")
             conn.execute(_sql.INSERT_CERT, row)
 
-        self._submit(run, "recording a certificate")
+        self._writer.submit(run, "recording a certificate")
         logger.info("certificate recorded thing_id=%s serial=%s", thing_id, row[0])
 
     def revoke_certificates(self, thing_id: str) -> tuple[str, ...]:
@@ -367,7 +351,7 @@ class EmbeddedBackend:
                          "WHERE thing_id = ? AND revoked = 0", (_sql.now_iso(), thing_id))
             return tuple(r[0] for r in rows)
 
-        serials = self._submit(run, "revoking certificates")
+        serials = self._writer.submit(run, "revoking certificates")
         logger.info("certificates revoked thing_id=%s count=%s", thing_id, len(serials))
         return serials
 
