@@ -74,7 +74,7 @@ demo() {
     local venv="$SRC/.venv" work url="" token ep mqtt_args=() mqtt_url=""
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' \
         || die "Python >= 3.9 is needed, found $("$PYTHON" --version 2>&1)"
-    if [ ! -x "$venv/bin/edge-provision" ] || ! "$venv/bin/python" -c 'import fastapi, uvicorn' 2>/dev/null; then
+    if [ ! -x "$venv/bin/edge-provision" ] || ! "$venv/bin/python" -c 'import uvicorn' 2>/dev/null; then
         ensure_venv "$venv" -e "$SRC[lab]"
     fi
     ep="$venv/bin/edge-provision"
