@@ -19,6 +19,7 @@ from edge_provision import __version__, fileio
 from edge_provision.cli import agent as _agent_commands
 from edge_provision.cli import renew as _renew_commands
 from edge_provision.cli import run as _run_commands
+from edge_provision.cli import simulate as _simulate_commands
 from edge_provision.cli._common import CliContext, emit_json, error_doc, json_option
 from edge_provision.errors import (
     EXIT_CONFIG,
@@ -291,7 +292,7 @@ def serve(obj: CliContext, /, **options: object) -> None:
 
 # Each module adds its commands: _cli.agent (enroll, status, reset), _cli.run (run),
 # _cli.renew (renew).
-for _commands in (_agent_commands, _run_commands, _renew_commands):
+for _commands in (_agent_commands, _run_commands, _renew_commands, _simulate_commands):
     _commands.register(cli)
 
 
