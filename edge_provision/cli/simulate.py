@@ -175,7 +175,7 @@ def simulate(obj: CliContext, count: int, concurrency: int, ramp_s: float, seed:
                           "<state dir>/api-token)")
     doc = _run(settings, count=count, concurrency=concurrency, ramp_s=ramp_s, seed=seed,
                things_url=things_url, csr=not no_csr, time_scale=time_scale,
-               max_attempts=max_attempts, progress=not as_json or sys.stderr.isatty())
+               max_attempts=max_attempts)
     if report_file is not None:
         from edge_provision import fileio
         from edge_provision.fleet.report import render_report
@@ -192,8 +192,8 @@ def simulate(obj: CliContext, count: int, concurrency: int, ramp_s: float, seed:
 
 
 def _run(settings: Any, *, count: int, concurrency: int, ramp_s: float, seed: int | None,
-         things_url: str | None, csr: bool, time_scale: float, max_attempts: int,
-         progress: bool) -> dict[str, Any]:  # fmt: skip
+         things_url: str | None, csr: bool, time_scale: float,
+         max_attempts: int) -> dict[str, Any]:  # fmt: skip
     """Build the fleet from the settings, run it, audit it; the ``--json`` document."""
     from edge_provision.agent.backoff import Backoff
     from edge_provision.crypto import bootstrap_cipher
@@ -238,14 +238,13 @@ def _run(settings: Any, *, count: int, concurrency: int, ramp_s: float, seed: in
         plan = EnrollmentPlan(csr=csr, secure=settings.secure_bootstrap,
                               key_type=settings.key_type, key_bits=settings.key_bits,
                               mqtt=mqtt)  # fmt: skip
-        printer = _ProgressPrinter(sys.stderr.isatty()) if progress else None
+        printer = _ProgressPrinter(sys.stderr.isatty())
         run = run_fleet(gateways, arrival_offsets(count, ramp_s), pool, plan, retry,
                         concurrency=concurrency,
                         seed=seed if seed is not None else secrets.randbits(32),
                         progress=printer)  # fmt: skip
-        if progress:
-            click.echo(f"audit: reading the operator listings of {target.things_url} and "
-                       f"fetching {count} bootstrap configs", err=True)  # fmt: skip
+        click.echo(f"audit: reading the operator listings of {target.things_url} and "
+                   f"fetching the bootstrap configs", err=True)  # fmt: skip
         cpu0 = time.process_time()
         audit = audit_run(pool, gateways, run.results, prefix, secure=plan.secure,
                           concurrency=concurrency)  # fmt: skip
