@@ -234,6 +234,7 @@ def main() -> int:
     if not args.no_kill:
         scenarios.append(Scenario(args.kill_gateways, True, kill_at=args.kill_at))
     started = dt.datetime.now(dt.timezone.utc)
+    load_before = os.getloadavg()[0]
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="herd-") as tmp:
         for scenario in scenarios:
@@ -241,7 +242,8 @@ def main() -> int:
             outcomes.append(herd(scenario, args, Path(tmp)))
             print(table(outcomes[-1:]).splitlines()[-1], file=sys.stderr)
     text = (f"### Run {started:%Y-%m-%d %H:%M} UTC{' — ' + args.note if args.note else ''}\n\n"
-            f"Machine: {machine()}.\nCommand: `bench/herd.py "
+            f"Machine: {machine()}; 1-min load average {load_before:.1f} before, "
+            f"{os.getloadavg()[0]:.1f} after (other work on the machine).\nCommand: `bench/herd.py "
             f"{' '.join(sys.argv[1:]).replace('--record', '').strip()}` (concurrency "
             f"{args.concurrency}, time scale {args.time_scale:g}).\n\n"
             f"{table(outcomes)}\n\n{details(outcomes)}\n")
