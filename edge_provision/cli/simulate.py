@@ -18,14 +18,14 @@ import click
 
 from edge_provision.cli._common import CliContext, emit_json, json_option
 
-__all__ = ["EXIT_AUDIT_FAILED", "EXIT_GATEWAYS_FAILED", "register", "simulate"]
+__all__ = ["EXIT_AUDIT_FAILED", "EXIT_GATEWAYS_FAILED", "ProgressPrinter", "register", "simulate"]
 
 EXIT_GATEWAYS_FAILED = 3
 EXIT_AUDIT_FAILED = 4
 _BAR_WIDTH = 30
 
 
-class _ProgressPrinter:
+class ProgressPrinter:
     """A bar redrawn in place on a terminal; elsewhere one line per 10 % (on stderr)."""
 
     def __init__(self, tty: bool) -> None:
@@ -238,7 +238,7 @@ def _run(settings: Any, *, count: int, concurrency: int, ramp_s: float, seed: in
         plan = EnrollmentPlan(csr=csr, secure=settings.secure_bootstrap,
                               key_type=settings.key_type, key_bits=settings.key_bits,
                               mqtt=mqtt)  # fmt: skip
-        printer = _ProgressPrinter(sys.stderr.isatty())
+        printer = ProgressPrinter(sys.stderr.isatty())
         run = run_fleet(gateways, arrival_offsets(count, ramp_s), pool, plan, retry,
                         concurrency=concurrency,
                         seed=seed if seed is not None else secrets.randbits(32),

@@ -26,20 +26,22 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 from edge_provision.errors import EdgeProvisionError
 from edge_provision.fleet.clients import ClientPool
 from edge_provision.fleet.gateways import RunPrefix, SimGateway
 from edge_provision.fleet.journey import GatewayResult
-from edge_provision.fleet.listings import ListedConfig, Listings, fetch_listings
+from edge_provision.fleet.listings import Listings, fetch_listings
 from edge_provision.platform import BootstrapConfig, PlatformThing
 
 __all__ = ["AuditReport", "Finding", "FindingKind", "audit_run", "check_fetched",
            "check_listings"]  # fmt: skip
 
+_T = TypeVar("_T")
 _FETCH_TRIES = 3
 _FETCH_PAUSE_S = 0.2
 
@@ -117,31 +119,32 @@ def _owner(thing: PlatformThing, prefix: RunPrefix) -> int | None:
     return prefix.index_of_name(thing.name)
 
 
+def _by_gateway(items: Iterable[_T], index_of: Callable[[_T], int | None],
+                describe: Callable[[_T], str], count: int,
+                findings: list[Finding]) -> dict[int, list[_T]]:  # fmt: skip
+    """The run's items by gateway index; items for an index past the fleet are stray."""
+    out: dict[int, list[_T]] = defaultdict(list)
+    for item in items:
+        index = index_of(item)
+        if index is None:
+            continue
+        if index >= count:
+            findings.append(Finding(FindingKind.STRAY, f"{describe(item)} claims gateway "
+                                    f"{index}, which this run does not have"))
+            continue
+        out[index].append(item)
+    return out
+
+
 def check_listings(gateways: Sequence[SimGateway], results: Sequence[GatewayResult],
                    prefix: RunPrefix, listings: Listings) -> tuple[Finding, ...]:  # fmt: skip
     """Every finding the listings show (pure; see the module docstring)."""
     findings: list[Finding] = []
     count = len(gateways)
-    things: dict[int, list[PlatformThing]] = defaultdict(list)
-    for thing in listings.things:
-        index = _owner(thing, prefix)
-        if index is None:
-            continue
-        if index >= count:
-            findings.append(Finding(FindingKind.STRAY, f"thing {thing.id} ({thing.name!r}) "
-                                    f"claims gateway {index}, which this run does not have"))
-            continue
-        things[index].append(thing)
-    configs: dict[int, list[ListedConfig]] = defaultdict(list)
-    for config in listings.configs:
-        index = prefix.index_of(config.external_id)
-        if index is None:
-            continue
-        if index >= count:
-            findings.append(Finding(FindingKind.STRAY, f"bootstrap config {config.external_id!r}"
-                                    f" names gateway {index}, which this run does not have"))
-            continue
-        configs[index].append(config)
+    things = _by_gateway(listings.things, lambda t: _owner(t, prefix),
+                         lambda t: f"thing {t.id} ({t.name!r})", count, findings)
+    configs = _by_gateway(listings.configs, lambda c: prefix.index_of(c.external_id),
+                          lambda c: f"bootstrap config {c.external_id!r}", count, findings)
     by_id = {t.id: t for t in listings.things}
     channel_ids = {c.id for c in listings.channels}
     thing_owners: dict[str, set[int]] = defaultdict(set)

@@ -15,12 +15,12 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from _lab_util import lab_settings
 
 from edge_provision.cli import main
 from edge_provision.cli.simulate import EXIT_AUDIT_FAILED, EXIT_GATEWAYS_FAILED
 from edge_provision.fleet.gateways import RunPrefix
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
-from edge_provision.settings import load_lab_settings
 
 TIMEOUT = 10
 NS = {"h": "http://www.w3.org/1999/xhtml", "s": "http://www.w3.org/2000/svg"}
@@ -29,10 +29,8 @@ NS = {"h": "http://www.w3.org/1999/xhtml", "s": "http://www.w3.org/2000/svg"}
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[RunningLabServer]:
     """The lab server with the built-in layout on 127.0.0.1:0."""
-    server = start_in_thread(load_lab_settings({"state_dir": tmp_path / "lab", "port": 0},
-                                               env={}))
-    yield server
-    server.stop()
+    with start_in_thread(lab_settings(tmp_path)) as server:
+        yield server
 
 
 @pytest.fixture
