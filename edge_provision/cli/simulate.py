@@ -232,7 +232,8 @@ def _run(settings: Any, *, count: int, concurrency: int, ramp_s: float, seed: in
     pool = ClientPool(target)
     note = ""
     try:
-        if csr and not pool.get().certs.supports_csr():
+        signs_csr = pool.get().certs.supports_csr()  # also: is the server there at all?
+        if csr and not signs_csr:
             csr, note = False, "the server does not sign CSRs (GET /health has no csr: true)"
             click.echo(f"warning: {note}; the csr step is skipped", err=True)
         plan = EnrollmentPlan(csr=csr, secure=settings.secure_bootstrap,

@@ -181,7 +181,11 @@ def run_fleet(
         schedule.done()
 
     def work() -> None:
-        clients = pool.get()
+        try:
+            clients = pool.get()
+        except Exception:  # cannot happen after the check below; never hang the run
+            logger.exception("fleet worker could not build its clients")
+            return
         while (journey := schedule.take()) is not None:
             counters.add(in_flight=1)
             try:
@@ -215,6 +219,8 @@ def run_fleet(
         while not schedule.finished.wait(progress_interval_s):
             if progress is not None:
                 progress(counters.snapshot(len(gateways), clock()))
+            if not any(thread.is_alive() for thread in threads):
+                break  # every worker gone: what has no result yet failed
     except KeyboardInterrupt:
         schedule.stop()
         for thread in threads:
@@ -228,7 +234,7 @@ def run_fleet(
     samples = [s for j in journeys for s in j.samples]
     errors = [e for j in journeys for e in j.errors]
     return FleetRun(
-        results=tuple(results[i] for i in sorted(results)),
+        results=tuple(results.get(j.gateway.index) or j.failed() for j in journeys),
         samples=tuple(sorted(samples, key=lambda s: s.ended_s)),
         errors=tuple(sorted(errors, key=lambda e: e.at_s)),
         started_at=started_at,

@@ -21,6 +21,7 @@ from edge_provision.cli import main
 from edge_provision.cli.simulate import EXIT_AUDIT_FAILED, EXIT_GATEWAYS_FAILED
 from edge_provision.fleet.gateways import RunPrefix
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
+from edge_provision.net import free_port
 
 TIMEOUT = 10
 NS = {"h": "http://www.w3.org/1999/xhtml", "s": "http://www.w3.org/2000/svg"}
@@ -255,3 +256,14 @@ def test_no_token_is_a_usage_error(lab: RunningLabServer, token: str,
     listed = requests.get(f"{lab.url}/things?limit=1", timeout=TIMEOUT,
                           headers={"Authorization": f"Bearer {token}"})
     assert listed.json()["total"] == 0
+
+
+def test_unreachable_server_exits_75_before_any_gateway(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing listening: a temporary failure (75) at once, not ten backoffs per gateway."""
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(SystemExit) as exited:
+        main(["simulate", "--provision-url", url, "--token", "t", "--gateways", "3",
+              "--no-csr"])
+    assert exited.value.code == 75
+    assert url in capsys.readouterr().err
