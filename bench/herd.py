@@ -243,9 +243,11 @@ def main() -> int:
             print(table(outcomes[-1:]).splitlines()[-1], file=sys.stderr)
     text = (f"### Run {started:%Y-%m-%d %H:%M} UTC{' — ' + args.note if args.note else ''}\n\n"
             f"Machine: {machine()}; 1-min load average {load_before:.1f} before, "
-            f"{os.getloadavg()[0]:.1f} after (other work on the machine).\nCommand: `bench/herd.py "
-            f"{' '.join(sys.argv[1:]).replace('--record', '').strip()}` (concurrency "
-            f"{args.concurrency}, time scale {args.time_scale:g}).\n\n"
+            f"{os.getloadavg()[0]:.1f} after (other work on the machine).\n"
+            f"Command: `bench/herd.py --gateways {' '.join(map(str, args.gateways))} "
+            f"--concurrency {args.concurrency} --time-scale {args.time_scale:g}"
+            f"{' --no-kill' if args.no_kill else f' --kill-gateways {args.kill_gateways}'}`."
+            "\n\n"
             f"{table(outcomes)}\n\n{details(outcomes)}\n")
     print(text)
     if args.record:
