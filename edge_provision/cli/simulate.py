@@ -96,7 +96,7 @@ def _render(doc: dict[str, Any]) -> None:
 @click.option("--ramp", "ramp_s", type=click.FloatRange(0, 86_400), default=0.0,
               show_default=True, help="power the gateways on evenly over SECONDS (0: all at "
               "once)")
-@click.option("--seed", type=click.IntRange(0, 2**63), default=None,
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
               help="replay a run: the same MACs, keys and jitter (default: random)")
 @click.option("--provision-url", default=None,
               help="Provision service base URL [env EDGE_PROVISION_PROVISION_URL]")
@@ -154,6 +154,7 @@ def simulate(obj: CliContext, count: int, concurrency: int, ramp_s: float, seed:
       4   the audit found duplicates, shared, missing or unfetchable entities
           (or could not read the listings)
       75  the server could not be reached before the run
+
     \b
     Example:
       edge-provision simulate --provision-url http://127.0.0.1:8190 --token "$TOKEN" \\

@@ -267,3 +267,43 @@ def test_unreachable_server_exits_75_before_any_gateway(
               "--no-csr"])
     assert exited.value.code == 75
     assert url in capsys.readouterr().err
+
+
+TWO_THINGS = """
+[bootstrap]
+  provision = true
+  autowhite_list = true
+
+[[things]]
+  name = "gateway"
+  [things.metadata]
+    external_id = "placeholder"
+
+[[things]]
+  name = "sensor"
+
+[[channels]]
+  name = "control-channel"
+  [channels.metadata]
+    type = "control"
+
+[[channels]]
+  name = "data-channel"
+  [channels.metadata]
+    type = "data"
+"""
+
+
+def test_two_thing_layout_is_one_thing_set_per_gateway(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Gateway and sensor things: both get a CSR; the audit counts both as the gateway's set."""
+    layout = tmp_path / "layout.toml"
+    layout.write_text(TWO_THINGS)
+    with start_in_thread(lab_settings(tmp_path, layout_file=layout)) as server:
+        secret = (tmp_path / "lab" / TOKEN_FILE).read_text().strip()
+        code, doc = simulate(capsys, server.url, secret, "--gateways", "5")
+        certs = requests.get(f"{server.url}/certs?limit=1", timeout=TIMEOUT,
+                             headers={"Authorization": f"Bearer {secret}"}).json()
+    assert code == 0 and doc["audit"]["ok"]
+    assert (doc["audit"]["things"], doc["audit"]["configs"]) == (10, 5)
+    assert certs["total"] == 10  # a key made here and a CSR for each thing
