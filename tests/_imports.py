@@ -298,7 +298,7 @@ class _Scanner:
 
 # ------------------------------------------------------------------------------ the rules
 
-ZONE_FOLDERS = ("agent", "lab", "cli", "testing")
+ZONE_FOLDERS = ("agent", "lab", "fleet", "cli", "testing")
 
 # Which zone may import which. "api" is the package root (the lazy facade of
 # docs/api.md), "entry" is ``__main__``; everything else outside the zone folders is
@@ -307,7 +307,8 @@ ALLOWED_ZONES: Mapping[str, frozenset[str]] = {
     "core": frozenset({"core"}),
     "agent": frozenset({"core", "agent"}),
     "lab": frozenset({"core", "lab"}),
-    "cli": frozenset({"core", "agent", "lab", "cli"}),
+    "fleet": frozenset({"core", "agent", "fleet"}),  # of agent/: see test_architecture
+    "cli": frozenset({"core", "agent", "lab", "fleet", "cli"}),
     "testing": frozenset({"core", "agent", "lab", "testing"}),
     "entry": frozenset({"cli"}),
     "api": frozenset({"core", "agent", "lab", "testing"}),
@@ -320,7 +321,7 @@ Homes = Mapping[str, Union[tuple[str, ...], str]]
 
 
 def zone(graph: Graph, module: str) -> str:
-    """The zone of a module: core, agent, lab, cli, testing, entry (``__main__``) or api."""
+    """The zone of a module: core, agent, lab, fleet, cli, testing, entry or api."""
     parts = module.split(".")
     if len(parts) == 1:
         return "api"

@@ -19,7 +19,17 @@ from pathlib import Path
 import click
 
 from edge_provision import __version__
-from edge_provision.cli import enroll, identity, layout, renew, reset, run, serve, status
+from edge_provision.cli import (
+    enroll,
+    identity,
+    layout,
+    renew,
+    reset,
+    run,
+    serve,
+    simulate,
+    status,
+)
 from edge_provision.cli._common import CliContext, emit_json, error_doc
 from edge_provision.errors import EXIT_CONFIG, ConfigError, EdgeProvisionError
 from edge_provision.logs import setup_logging
@@ -54,7 +64,7 @@ def cli(ctx: click.Context, config: Path | None, state_dir: Path | None,
     setup_logging(log_level or "warning")
 
 
-for _group in (layout, identity, serve, enroll, status, reset, run, renew):
+for _group in (layout, identity, serve, enroll, status, reset, run, renew, simulate):
     _group.register(cli)
 
 

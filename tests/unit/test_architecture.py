@@ -128,16 +128,29 @@ def _assert_none_new(found: Iterable[Violation]) -> None:
 
 def test_zone_folders_exist(graph: Graph) -> None:
     """The zones the rules name are real packages (a rename cannot silently pass)."""
-    for folder in ("agent", "lab", "cli", "testing", "settings", "layout", "crypto", "http",
-                   "platform"):
+    for folder in ("agent", "lab", "fleet", "cli", "testing", "settings", "layout", "crypto",
+                   "http", "platform"):
         assert graph.is_package(f"edge_provision.{folder}"), folder
     assert {zone(graph, m) for m in graph.modules} == {
-        "api", "entry", "core", "agent", "lab", "cli", "testing"}
+        "api", "entry", "core", "agent", "lab", "fleet", "cli", "testing"}
 
 
 def test_imports_point_one_way(graph: Graph) -> None:
-    """(a) cli -> agent|lab -> core; nobody imports cli; agent and lab never meet."""
+    """(a) cli -> agent|lab|fleet -> core; nobody imports cli; agent and lab never meet."""
     _assert_none_new(direction(graph))
+
+
+FLEET_MAY_USE_OF_AGENT = {"edge_provision.agent.backoff", "edge_provision.agent.mqtt"}
+
+
+def test_fleet_uses_only_the_backoff_and_the_mqtt_check_of_the_agent(graph: Graph) -> None:
+    """(a) The simulator runs gateways like the daemon (its backoff, its MQTT check), no more."""
+    used = {(graph.file(i.importer), i.line, i.target) for i in graph.imports
+            if zone(graph, i.importer) == "fleet" and graph.ours(i)
+            and zone(graph, i.target) == "agent" and i.target not in FLEET_MAY_USE_OF_AGENT}
+    assert not used, sorted(used)
+    assert any(zone(graph, i.importer) == "fleet" and i.target == "edge_provision.agent.backoff"
+               for i in graph.imports), "the checker must see fleet's use of the backoff"
 
 
 def test_each_library_stays_in_its_home(graph: Graph) -> None:
