@@ -35,13 +35,13 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_provision import fileio
-from edge_provision.crypto.pki import LocalCA, load_key, parse_certificate
+from edge_provision.crypto.pki import LocalCA, parse_certificate
 from edge_provision.errors import ConfigError, StoreError
 from edge_provision.net import free_port
 
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ADMIN_USER",
     "MosquittoSync",
-    "build_crl",
     "check_password",
     "hash_password",
     "render_acl",
@@ -117,32 +116,6 @@ def render_acl(grants: Mapping[str, Sequence[str]], admin: str | None = ADMIN_US
             lines.append(f"topic readwrite channels/{channel}/messages/#")
         lines.append("")
     return "\n".join(lines)
-
-
-def build_crl(ca_key_pem: str, ca_cert_pem: str, revoked: Iterable[str],
-              now: datetime | None = None, validity_days: int = 365) -> str:  # fmt: skip
-    """A PEM CRL signed by the CA listing the (lower-hex) serials in ``revoked``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-
-    when = now or datetime.now(timezone.utc)
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem.encode("ascii"))
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca_cert.subject)
-        .last_update(when - timedelta(minutes=1))
-        .next_update(when + timedelta(days=validity_days))
-    )
-    for serial in sorted(set(revoked)):
-        entry = (
-            x509.RevokedCertificateBuilder()
-            .serial_number(int(serial, 16))
-            .revocation_date(when - timedelta(minutes=1))
-            .build()
-        )
-        builder = builder.add_revoked_certificate(entry)
-    crl = builder.sign(load_key(ca_key_pem), hashes.SHA256())
-    return crl.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
 def render_config(directory: Path, *, host: str, port: int, tls_port: int | None,
@@ -362,13 +335,9 @@ class MosquittoSync:
         previous = self._files.get("crl.pem")
         if previous is not None and self._crl_serials == revoked:
             return previous  # same set: keep the file byte for byte (no reload)
-        try:
-            key_pem = fileio.read_text(self._ca_dir / LocalCA.KEY_FILE, "CA key")
-            cert_pem = fileio.read_text(self._ca_dir / LocalCA.CERT_FILE, "CA certificate")
-        except ValueError as exc:
-            raise StoreError(f"cannot build the CRL: {exc}") from None
+        crl = LocalCA.load_or_create(self._ca_dir).crl_pem(revoked)
         self._crl_serials = revoked
-        return build_crl(key_pem, cert_pem, revoked)
+        return crl
 
 
     def _spawn(self) -> None:

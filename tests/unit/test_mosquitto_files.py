@@ -1,4 +1,4 @@
-"""Pure renderers of lab/mosquitto.py: password hashes, ACL, config, CRL; and metrics text."""
+"""Pure renderers of lab/mosquitto.py: password hashes, ACL, config; and metrics text."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 
 from edge_provision import metrics
-from edge_provision.crypto.pki import LocalCA, key_to_pem
 from edge_provision.lab import mosquitto
 
 
@@ -78,18 +76,6 @@ def test_config_listeners_and_tls(tmp_path: Path) -> None:
     plain = mosquitto.render_config(tmp_path, host="127.0.0.1", port=1, tls_port=None,
                                     require_cert=False, cafile=tmp_path / "ca.crt", user=None)
     assert "certfile" not in plain and "crlfile" not in plain
-
-
-def test_crl_signed_by_ca_lists_revoked_serials() -> None:
-    """The CRL verifies with the CA key and lists exactly the revoked serials."""
-    ca = LocalCA.create()
-    key_pem = key_to_pem(ca._key)
-    pem = mosquitto.build_crl(key_pem, ca.cert_pem, ["1a2b", "ff"])
-    crl = x509.load_pem_x509_crl(pem.encode())
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
-    assert crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
-    assert sorted(r.serial_number for r in crl) == [0xFF, 0x1A2B]
-    assert crl.issuer == ca_cert.subject
 
 
 def test_metrics_render_exposition_format() -> None:
