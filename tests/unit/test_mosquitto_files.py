@@ -46,36 +46,35 @@ def test_password_file_sorted_and_validated() -> None:
 
 
 def test_acl_grants_only_connected_channels() -> None:
-    """Each thing gets readwrite on exactly its channels' messages topics."""
-    text = mosquitto.render_acl({"thing-2": ["c1"], "thing-1": ["c2", "c1", "c1"]}, admin="adm")
-    blocks = text.split("\n\n")
-    assert "user adm\ntopic readwrite channels/#" in text
-    thing1 = next(b for b in blocks if b.startswith("user thing-1"))
-    assert thing1.splitlines() == [
-        "user thing-1",
-        "topic readwrite channels/c1/messages",
-        "topic readwrite channels/c1/messages/#",
-        "topic readwrite channels/c2/messages",
-        "topic readwrite channels/c2/messages/#",
-    ]
-    thing2 = next(b for b in blocks if b.startswith("user thing-2"))
-    assert "c2" not in thing2
+    """Each thing gets one readwrite line per channel (messages/# covers messages too)."""
+    text = mosquitto.render_acl({"thing-2": ["c1"], "thing-1": ["c2", "c1", "c1"], "idle": []},
+                                admin="adm")
+    lines = text.splitlines()
+    assert lines[1:3] == ["user adm", "topic readwrite channels/#"]
+    at = lines.index("user thing-1")
+    assert lines[at:at + 3] == ["user thing-1", "topic readwrite channels/c1/messages/#",
+                                "topic readwrite channels/c2/messages/#"]
+    at = lines.index("user thing-2")
+    assert lines[at + 1:] == ["topic readwrite channels/c1/messages/#"]
+    assert "user idle" not in lines  # no channel, no line: denied everything
     assert "user adm" not in mosquitto.render_acl({}, admin=None)
 
 
 def test_config_listeners_and_tls(tmp_path: Path) -> None:
-    """Loopback listeners, no anonymous access, no persistence; crlfile with client certs."""
+    """Loopback listeners, no anonymous access, no persistence; with client certs: CRL, and
+    the certificate is the identity."""
     text = mosquitto.render_config(tmp_path, host="127.0.0.1", port=1883, tls_port=8883,
                                    require_cert=True, cafile=tmp_path / "ca.crt", user="me")
     lines = text.splitlines()
     for want in ("allow_anonymous false", "persistence false", "listener 1883 127.0.0.1",
                  "listener 8883 127.0.0.1", "require_certificate true", "user me",
+                 "use_identity_as_username true",
                  f"crlfile {tmp_path / 'crl.pem'}", f"password_file {tmp_path / 'passwd'}",
                  f"acl_file {tmp_path / 'acl'}"):
         assert want in lines
     plain = mosquitto.render_config(tmp_path, host="127.0.0.1", port=1, tls_port=None,
                                     require_cert=False, cafile=tmp_path / "ca.crt", user=None)
-    assert "certfile" not in plain and "crlfile" not in plain
+    assert "certfile" not in plain and "crlfile" not in plain and "use_identity" not in plain
 
 
 def test_metrics_render_exposition_format() -> None:
