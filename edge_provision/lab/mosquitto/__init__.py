@@ -29,10 +29,11 @@ flight, another after it (never sooner than the last one took, so that the broke
 serves its clients between reloads). :meth:`MosquittoSync.wait_applied` returns once
 everything requested before the call is in effect.
 
-**Sessions.** After the reload that removed a deleted thing, its open sessions are
-taken over and closed (``_sessions``); after a revocation, its sessions on the TLS
-listener with client certificates. mosquitto 2.0's reload re-checks passwords of
-open sessions on the plain listener itself.
+**Sessions.** mosquitto 2.0.11's reload re-checks the password of every open session
+and closes those of users no longer in the file (a deleted thing). Where the certificate
+is the identity it re-checks neither password nor CRL: after the reload that removed a
+deleted thing or revoked its certificates, the lab takes its sessions on that listener
+over and closes them (``_sessions``).
 
 **The limit.** mosquitto 2.0 reads the ACL in time quadratic in the number of users
 (see ``_files``): a reload at 5,000 things stalls every client for tens to hundreds of
@@ -349,15 +350,11 @@ class MosquittoSync:
 
     def _kick(self, kicks: list[tuple[str, str]]) -> None:
         """Close the sessions the last reload took the right from (see ``_sessions``)."""
-        if not kicks or self._process is None:
-            return
+        if not kicks or self._process is None or self.tls_port is None or not self.require_cert:
+            return  # the reload itself re-checked the passwords of every open session
         self._sessions.refresh()
-        identity = {self.tls_port} if self.tls_port is not None and self.require_cert else None
         for event, thing_id in kicks:
-            if event == "revoke" and identity is None:
-                continue  # passwords decide on every listener: a revocation changes nothing
-            ports = identity if event == "revoke" else None
-            for client_id in self._sessions.client_ids(thing_id, ports):
+            for client_id in self._sessions.client_ids(thing_id, (self.tls_port,)):
                 with contextlib.suppress(OSError):
                     connect_once(self.host, self.port, client_id=client_id, username=ADMIN_USER,
                                  password=self.admin_password)  # fmt: skip
