@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -259,6 +259,35 @@ class LocalCA:
         key = generate_key(key_type, key_bits)
         issued = self._issue_for(key.public_key(), names[0][:CN_MAX_LEN], ttl_s, now, names)
         return issued, key_to_pem(key)
+
+    def crl_pem(self, revoked: Iterable[str], *, now: datetime | None = None,
+                validity_days: int = 365) -> str:  # fmt: skip
+        """A PEM CRL signed by this CA listing the (hex, any case) serials in ``revoked``.
+
+        Dated a minute back (clock skew), valid ``validity_days``; the lab broker's
+        ``crlfile``. CertificateError for a serial that is not hex.
+        """
+        when = as_utc(now)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self._cert.subject)
+            .last_update(when - timedelta(minutes=1))
+            .next_update(when + timedelta(days=validity_days))
+        )
+        for serial in sorted({s.lower() for s in revoked}):
+            try:
+                number = int(serial, 16)
+            except ValueError:
+                raise CertificateError(f"serial {serial[:80]!r} is not hexadecimal") from None
+            entry = (
+                x509.RevokedCertificateBuilder()
+                .serial_number(number)
+                .revocation_date(when - timedelta(minutes=1))
+                .build()
+            )
+            builder = builder.add_revoked_certificate(entry)
+        crl = builder.sign(self._key, hashes.SHA256())
+        return crl.public_bytes(PEM).decode("ascii")
 
     def _issue_for(
         self,

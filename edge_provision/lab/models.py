@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Backend",
     "BootstrapRecord",
+    "BrokerAccount",
+    "BrokerSnapshot",
     "CertIssuer",
     "CertRecord",
     "ChannelRecord",
+    "DeletedThing",
     "MappingRecord",
     "Page",
     "ThingRecord",
@@ -114,6 +117,36 @@ class Page(Generic[T]):
     items: tuple[T, ...]
 
 
+@dataclass(frozen=True)
+class BrokerAccount:
+    """What the lab broker needs of one thing: MQTT user (thing id), password, channels."""
+
+    thing_id: str
+    thing_key: str
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BrokerSnapshot:
+    """Every thing's broker account and every revoked certificate serial, read at once."""
+
+    accounts: tuple[BrokerAccount, ...]
+    revoked: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeletedThing:
+    """What ``DELETE /things/{id}`` removed: the thing, and with it these.
+
+    ``revoked``: serials of its certificates (now on the CRL); ``external_id``:
+    the bootstrap config removed with it (the thing was a gateway), else None.
+    """
+
+    thing_id: str
+    revoked: tuple[str, ...]
+    external_id: str | None
+
+
 # thing_id -> (certificate, private key PEM). The things are passed in plan order
 # (things[i] is the thing of plan index i); the planned certificates say which
 # thing each one is for (``thing_index``) and with what key type, size and TTL.
@@ -184,6 +217,17 @@ class Backend(Protocol):
 
     def connections(self, thing_id: str) -> tuple[str, ...]:
         """Ids of the channels ``thing_id`` is connected to."""
+        ...
+
+    def delete_thing(self, thing_id: str) -> DeletedThing | None:
+        """Remove a thing: its connections, its bootstrap config, its certificates (revoked).
+
+        None if there is no such thing.
+        """
+        ...
+
+    def broker_snapshot(self) -> BrokerSnapshot:
+        """Every thing with its key and channels, and every revoked serial (one read)."""
         ...
 
     def counts(self) -> dict[str, int]:

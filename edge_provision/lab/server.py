@@ -182,8 +182,8 @@ def _start_broker(settings: LabSettings, service: LabService) -> MosquittoSync |
                          run=run, mosquitto_bin=settings.mosquitto_bin, host="127.0.0.1",
                          port=settings.mqtt_port, tls_port=settings.mqtt_tls_port,
                          require_cert=settings.mqtt_require_cert)  # fmt: skip
+    service.add_listener(sync.notify)  # before start: no change may slip between
     sync.start()
-    service.add_listener(sync.notify)
     return sync
 
 

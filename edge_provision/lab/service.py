@@ -122,7 +122,7 @@ class LabService:
         self.counters = CounterSet()
         """What ``/metrics`` reports: mappings, bootstrap fetches, certificates, HTTP statuses."""
         self._content = layout.bootstrap.content or {}
-        self._listeners: list[Callable[[str], None]] = []
+        self._listeners: list[Callable[[str, str | None], None]] = []
         self.health_body = json.dumps({
             "status": "pass",
             "version": __version__,
@@ -149,18 +149,20 @@ class LabService:
         """The lab CA certificate, PEM."""
         return self._ca.cert_pem
 
-    def add_listener(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(event)`` after things or certificates changed (``mapping``, ``revoke``).
+    def add_listener(self, callback: Callable[[str, str | None], None]) -> None:
+        """Call ``callback(event, thing_id)`` after things or certificates changed.
 
-        Callbacks run on the request's worker thread or on the event loop: they
-        must be quick (set an event).
+        Events: ``mapping`` (new things; thing_id None), ``revoke`` (the
+        certificates of thing_id), ``delete`` (thing_id removed). Callbacks run on
+        the request's worker thread or on the event loop: they must be quick (set
+        an event).
         """
         self._listeners.append(callback)
 
-    def _changed(self, event: str) -> None:
+    def _changed(self, event: str, thing_id: str | None = None) -> None:
         for callback in tuple(self._listeners):
             try:
-                callback(event)
+                callback(event, thing_id)
             except Exception:  # a listener's bug must not fail the request
                 logger.exception("change listener failed event=%s", event)
 
@@ -352,8 +354,19 @@ class LabService:
         """Revoke every certificate of ``thing_id``."""
         serials = self._backend.revoke_certificates(thing_id)
         logger.info("certificates revoked thing_id=%s count=%d", thing_id, len(serials))
-        self._changed("revoke")
+        self._changed("revoke", thing_id)
         return {"revoked": list(serials)}
+
+    def delete_thing(self, thing_id: str) -> None:
+        """Remove a thing from the platform (and, through the listeners, from the broker).
+
+        Mainflux's ``DELETE /things/{id}``: an unknown id is no error (idempotent).
+        """
+        deleted = self._backend.delete_thing(thing_id)
+        if deleted is None:
+            logger.info("thing delete: no such thing thing_id=%.80r", thing_id)
+            return
+        self._changed("delete", thing_id)
 
     def certificate(self, serial: str) -> dict[str, object] | None:
         """One issued certificate by serial (lower-case hex), or None."""

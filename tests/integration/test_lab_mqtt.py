@@ -22,7 +22,7 @@ from _mqtt_lab import (
 
 from edge_provision.agent import mqtt
 from edge_provision.errors import MqttAuthError
-from edge_provision.lab.mosquitto import ADMIN_USER, check_password
+from edge_provision.lab.mosquitto import ADMIN_USER, PROBE_USER, check_password
 from edge_provision.settings import load_lab_settings
 
 pytestmark = needs_mosquitto
@@ -113,7 +113,7 @@ def test_channel_not_connected_is_denied_and_new_things_need_no_restart(tmp_path
 
 
 def test_password_file_is_mosquitto_format(tmp_path: Path) -> None:
-    """The passwd file holds one $7$ line per thing plus the admin, each checking out."""
+    """The passwd file holds one $7$ line per thing plus the admin and the probe, each valid."""
     with lab_server(tmp_path) as server:
         assert server.mqtt is not None
         body = mapping(server, tmp_path, "aa:00:00:00:00:03")
@@ -121,7 +121,7 @@ def test_password_file_is_mosquitto_format(tmp_path: Path) -> None:
         passwd = server.mqtt.directory / "passwd"
         wait_until(lambda: thing["id"] in passwd.read_text(), timeout_s=5)
         entries = dict(line.split(":", 1) for line in passwd.read_text().splitlines())
-        assert set(entries) == {thing["id"], ADMIN_USER}
+        assert set(entries) == {thing["id"], ADMIN_USER, PROBE_USER}
         assert check_password(entries[thing["id"]], thing["key"])
         assert passwd.stat().st_mode & 0o777 == 0o600
         acl = server.mqtt.directory / "acl"

@@ -1,4 +1,4 @@
-"""Pure renderers of lab/mosquitto.py: password hashes, ACL, config, CRL; and metrics text."""
+"""Pure renderers of lab/mosquitto.py: password hashes, ACL, config; and metrics text."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 
 from edge_provision import metrics
-from edge_provision.crypto.pki import LocalCA, key_to_pem
 from edge_provision.lab import mosquitto
 
 
@@ -48,48 +46,35 @@ def test_password_file_sorted_and_validated() -> None:
 
 
 def test_acl_grants_only_connected_channels() -> None:
-    """Each thing gets readwrite on exactly its channels' messages topics."""
-    text = mosquitto.render_acl({"thing-2": ["c1"], "thing-1": ["c2", "c1", "c1"]}, admin="adm")
-    blocks = text.split("\n\n")
-    assert "user adm\ntopic readwrite channels/#" in text
-    thing1 = next(b for b in blocks if b.startswith("user thing-1"))
-    assert thing1.splitlines() == [
-        "user thing-1",
-        "topic readwrite channels/c1/messages",
-        "topic readwrite channels/c1/messages/#",
-        "topic readwrite channels/c2/messages",
-        "topic readwrite channels/c2/messages/#",
-    ]
-    thing2 = next(b for b in blocks if b.startswith("user thing-2"))
-    assert "c2" not in thing2
+    """Each thing gets one readwrite line per channel (messages/# covers messages too)."""
+    text = mosquitto.render_acl({"thing-2": ["c1"], "thing-1": ["c2", "c1", "c1"], "idle": []},
+                                admin="adm")
+    lines = text.splitlines()
+    assert lines[1:3] == ["user adm", "topic readwrite channels/#"]
+    at = lines.index("user thing-1")
+    assert lines[at:at + 3] == ["user thing-1", "topic readwrite channels/c1/messages/#",
+                                "topic readwrite channels/c2/messages/#"]
+    at = lines.index("user thing-2")
+    assert lines[at + 1:] == ["topic readwrite channels/c1/messages/#"]
+    assert "user idle" not in lines  # no channel, no line: denied everything
     assert "user adm" not in mosquitto.render_acl({}, admin=None)
 
 
 def test_config_listeners_and_tls(tmp_path: Path) -> None:
-    """Loopback listeners, no anonymous access, no persistence; crlfile with client certs."""
+    """Loopback listeners, no anonymous access, no persistence; with client certs: CRL, and
+    the certificate is the identity."""
     text = mosquitto.render_config(tmp_path, host="127.0.0.1", port=1883, tls_port=8883,
                                    require_cert=True, cafile=tmp_path / "ca.crt", user="me")
     lines = text.splitlines()
     for want in ("allow_anonymous false", "persistence false", "listener 1883 127.0.0.1",
                  "listener 8883 127.0.0.1", "require_certificate true", "user me",
+                 "use_identity_as_username true",
                  f"crlfile {tmp_path / 'crl.pem'}", f"password_file {tmp_path / 'passwd'}",
                  f"acl_file {tmp_path / 'acl'}"):
         assert want in lines
     plain = mosquitto.render_config(tmp_path, host="127.0.0.1", port=1, tls_port=None,
                                     require_cert=False, cafile=tmp_path / "ca.crt", user=None)
-    assert "certfile" not in plain and "crlfile" not in plain
-
-
-def test_crl_signed_by_ca_lists_revoked_serials() -> None:
-    """The CRL verifies with the CA key and lists exactly the revoked serials."""
-    ca = LocalCA.create()
-    key_pem = key_to_pem(ca._key)
-    pem = mosquitto.build_crl(key_pem, ca.cert_pem, ["1a2b", "ff"])
-    crl = x509.load_pem_x509_crl(pem.encode())
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
-    assert crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
-    assert sorted(r.serial_number for r in crl) == [0xFF, 0x1A2B]
-    assert crl.issuer == ca_cert.subject
+    assert "certfile" not in plain and "crlfile" not in plain and "use_identity" not in plain
 
 
 def test_metrics_render_exposition_format() -> None:

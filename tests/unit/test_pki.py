@@ -563,6 +563,23 @@ def _crypto_sources() -> dict[str, str]:
     return {p.stem: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.py"))}
 
 
+def test_crl_signed_by_the_ca_lists_the_revoked_serials() -> None:
+    """crl_pem: signed by the CA, issued by its subject, exactly the given serials (any case)."""
+    ca = LocalCA.create(now=NOW)
+    crl = x509.load_pem_x509_crl(ca.crl_pem(["1A2B", "ff", "1a2b"], now=NOW).encode())
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
+    assert crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
+    assert crl.issuer == ca_cert.subject
+    assert sorted(r.serial_number for r in crl) == [0xFF, 0x1A2B]
+    next_update = getattr(crl, "next_update_utc", None)  # cryptography >= 42
+    if next_update is None:  # pragma: no cover - cryptography < 42
+        next_update = crl.next_update.replace(tzinfo=timezone.utc)
+    assert next_update == NOW + timedelta(days=365)
+    assert list(x509.load_pem_x509_crl(ca.crl_pem([], now=NOW).encode())) == []
+    with pytest.raises(CertificateError, match="not hexadecimal"):
+        ca.crl_pem(["xyz"])
+
+
 def test_crypto_modules_import_no_private_name_of_a_sibling() -> None:
     """ca, pki and keys share helpers through the private module _x509, not _names."""
     import ast

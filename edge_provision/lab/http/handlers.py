@@ -130,6 +130,12 @@ def lab_routes(service: LabService) -> list[Route]:
         service.check_operator(request.authorization)
         return json_reply(200, await _blocking(service.revoke, request.params["id"]))
 
+    async def delete_thing(request: Request) -> Reply:
+        """Remove a thing, its connections, bootstrap config and broker access (operator)."""
+        service.check_operator(request.authorization)
+        await _blocking(service.delete_thing, request.params["id"])
+        return Reply(204, b"", None)
+
     def listing(fetch: Callable[[int, int], dict[str, object]]) -> Handler:
         async def handler(request: Request) -> Reply:
             """A page of a listing (operator token required)."""
@@ -152,6 +158,7 @@ def lab_routes(service: LabService) -> list[Route]:
         Route("GET", "/certs/ca", ca_cert),
         Route("GET", "/certs/{id}", get_cert),  # id: a certificate serial
         Route("DELETE", "/certs/{id}", revoke),  # id: a thing id
+        Route("DELETE", "/things/{id}", delete_thing),
         Route("GET", "/metrics", metrics),
         *(Route("GET", path, listing(fetchers[name])) for path, name in LISTINGS),
     ]

@@ -194,6 +194,11 @@ _PATHS: dict[str, Doc] = {
             _content(_ref("Revoked")), (401, 503), security=_OPERATOR,
             parameters=_path_param("id", "a thing id")),
     },
+    "/things/{id}": {"delete": _operation(
+        "Remove a thing: connections, bootstrap config (a gateway's), certificates revoked, "
+        "broker access and sessions (operator token); an unknown id is no error, as upstream",
+        "operator", 204, {}, (401, 503), security=_OPERATOR,
+        parameters=_path_param("id", "a thing id"))},
     "/metrics": {"get": _operation(
         "Prometheus metrics", "service", 200,
         _content(_string(), "text/plain; version=0.0.4; charset=utf-8"), (503,))},

@@ -39,9 +39,12 @@ from edge_provision.lab.backends.embedded._writer import MAX_BATCH as MAX_BATCH
 from edge_provision.lab.backends.embedded._writer import GroupCommitWriter, WriterStats
 from edge_provision.lab.models import (
     BootstrapRecord,
+    BrokerAccount,
+    BrokerSnapshot,
     CertIssuer,
     CertRecord,
     ChannelRecord,
+    DeletedThing,
     MappingRecord,
     Page,
     ThingRecord,
@@ -342,16 +345,71 @@ class EmbeddedBackend:
     def revoke_certificates(self, thing_id: str) -> tuple[str, ...]:
         """Revoke every unrevoked certificate of ``thing_id``; return their serials."""
 
-        def run(conn: sqlite3.Connection) -> tuple[str, ...]:
-            rows = conn.execute(
-                "SELECT serial FROM certificates WHERE thing_id = ? AND revoked = 0 ORDER BY rowid",
-                (thing_id,),
-            ).fetchall()
-            conn.execute("UPDATE certificates SET revoked = 1, revoked_at = ? "
-                         "WHERE thing_id = ? AND revoked = 0", (_sql.now_iso(), thing_id))
-            return tuple(r[0] for r in rows)
-
-        serials = self._writer.submit(run, "revoking certificates")
+        serials = self._writer.submit(lambda conn: _revoke(conn, thing_id),
+                                      "revoking certificates")
         logger.info("certificates revoked thing_id=%s count=%s", thing_id, len(serials))
         return serials
+
+    # ---------------------------------------------------------- thing removal
+
+    def delete_thing(self, thing_id: str) -> DeletedThing | None:
+        """Remove a thing, its connections and bootstrap config; revoke its certificates.
+
+        One transaction. Its certificates are revoked first (``revoked_certificates``
+        keeps them for the CRL once the thing's rows are gone). Its mapping forgets
+        it; a mapping that loses its gateway (the thing with the bootstrap config)
+        or its last thing is removed, so that the external_id can be provisioned
+        again. Channels stay (other things may use them). None if no such thing.
+        """
+
+        def run(conn: sqlite3.Connection) -> DeletedThing | None:
+            if conn.execute("SELECT 1 FROM things WHERE id = ?", (thing_id,)).fetchone() is None:
+                return None
+            revoked = _revoke(conn, thing_id)
+            boot = conn.execute("SELECT external_id FROM bootstrap_configs WHERE thing_id = ?",
+                                (thing_id,)).fetchone()  # fmt: skip
+            _sql.forget_thing(conn, thing_id, gateway=boot is not None)
+            conn.execute("DELETE FROM things WHERE id = ?", (thing_id,))  # cascades
+            return DeletedThing(thing_id, revoked, boot[0] if boot is not None else None)
+
+        deleted = self._writer.submit(run, "deleting a thing")
+        if deleted is not None:
+            logger.info("thing deleted thing_id=%s revoked=%d bootstrap_removed=%s", thing_id,
+                        len(deleted.revoked), deleted.external_id is not None)  # fmt: skip
+        return deleted
+
+    def broker_snapshot(self) -> BrokerSnapshot:
+        """Every thing with its key and channels (creation order), and every revoked serial."""
+        with self._reading("reading broker accounts") as conn:
+            rows = conn.execute(
+                "SELECT t.id, t.key, c.channel_id FROM things t LEFT JOIN connections c "
+                "ON c.thing_id = t.id ORDER BY t.rowid, c.rowid").fetchall()
+            revoked = conn.execute(
+                "SELECT serial FROM revoked_certificates ORDER BY serial").fetchall()
+        accounts: list[BrokerAccount] = []
+        current: tuple[str, str] | None = None
+        channels: list[str] = []
+        for thing_id, key, channel_id in rows:
+            if current is None or current[0] != thing_id:
+                if current is not None:
+                    accounts.append(BrokerAccount(current[0], current[1], tuple(channels)))
+                current, channels = (thing_id, key), []
+            if channel_id is not None:
+                channels.append(channel_id)
+        if current is not None:
+            accounts.append(BrokerAccount(current[0], current[1], tuple(channels)))
+        return BrokerSnapshot(tuple(accounts), tuple(r[0] for r in revoked))
+
+
+def _revoke(conn: sqlite3.Connection, thing_id: str) -> tuple[str, ...]:
+    """Revoke the unrevoked certificates of ``thing_id`` (writer thread); their serials."""
+    rows = conn.execute(
+        "SELECT serial FROM certificates WHERE thing_id = ? AND revoked = 0 ORDER BY rowid",
+        (thing_id,),
+    ).fetchall()
+    now = _sql.now_iso()
+    conn.execute(_sql.REVOKE_CERTS, (now, thing_id))
+    conn.execute("UPDATE certificates SET revoked = 1, revoked_at = ? "
+                 "WHERE thing_id = ? AND revoked = 0", (now, thing_id))  # fmt: skip
+    return tuple(r[0] for r in rows)
 

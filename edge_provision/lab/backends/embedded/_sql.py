@@ -5,12 +5,14 @@ plan into rows without touching the database (it runs on the request thread);
 every other function takes an open connection and runs inside the caller's
 transaction.
 
-Schema (``PRAGMA user_version`` = 1). The members of a mapping and the channels
+Schema (``PRAGMA user_version`` = 2; a version-1 file is upgraded in place by adding
+``revoked_certificates``). The members of a mapping and the channels
 of a bootstrap config are kept, in order, as JSON arrays of ids in the owning
 row rather than in link tables: a repeat of ``/mapping`` must return the same
 order, and one row instead of five per mapping keeps the writer fast (the
 project's group-commit throughput target). Every other relation is a real
-foreign key.
+foreign key, except ``revoked_certificates``: a revoked serial must stay on the
+broker's CRL after its thing (and with it its ``certificates`` rows) is deleted.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COUNTED_TABLES",
     "INSERT_CERT",
+    "REVOKE_CERTS",
     "SCHEMA_VERSION",
     "SELECT_BOOTSTRAP",
     "Prepared",
@@ -55,6 +58,7 @@ __all__ = [
     "ensure_schema",
     "existing_mappings",
     "find_mapping",
+    "forget_thing",
     "insert_mapping",
     "insert_mappings",
     "key_hash",
@@ -69,9 +73,29 @@ __all__ = [
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PAGE_SIZE = 1024
 COUNTED_TABLES = ("things", "channels", "connections", "bootstrap_configs", "certificates")
+
+# Version 2: serials revoked, kept past the deletion of their thing (the CRL's source).
+_V2_DDL = (
+    """CREATE TABLE revoked_certificates (
+        serial TEXT PRIMARY KEY NOT NULL,
+        thing_id TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        revoked_at TEXT NOT NULL)""",
+)
+_V1_TO_V2 = (
+    *_V2_DDL,
+    "INSERT INTO revoked_certificates (serial, thing_id, not_after, revoked_at) "
+    "SELECT serial, thing_id, not_after, COALESCE(revoked_at, created) FROM certificates "
+    "WHERE revoked = 1",
+)
+REVOKE_CERTS = (
+    "INSERT OR IGNORE INTO revoked_certificates (serial, thing_id, not_after, revoked_at) "
+    "SELECT serial, thing_id, not_after, ? FROM certificates WHERE thing_id = ? AND revoked = 0"
+)
+"""Copy a thing's unrevoked certificates to ``revoked_certificates`` (params: now, thing id)."""
 
 # Ordered so that every foreign key points at a table created before it.
 _DDL = (
@@ -131,6 +155,7 @@ _DDL = (
         ca_cert TEXT NOT NULL,
         state INTEGER NOT NULL CHECK (state IN (0, 1)),
         created TEXT NOT NULL)""",
+    *_V2_DDL,
 )
 
 INSERT_CERT = (
@@ -259,6 +284,11 @@ def ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             logger.info("sqlite schema created path=%s version=%s", path, SCHEMA_VERSION)
+        elif version == 1:
+            for statement in _V1_TO_V2:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            logger.info("sqlite schema upgraded path=%s version=%s", path, SCHEMA_VERSION)
         conn.execute("COMMIT")
     except BaseException:
         with suppress(sqlite3.Error):
@@ -333,6 +363,21 @@ def find_mapping(
         ca_cert=head["ca_cert"],
         created=False,
     )
+
+
+def forget_thing(conn: sqlite3.Connection, thing_id: str, *, gateway: bool) -> None:
+    """Drop ``thing_id`` from its mapping; drop the mapping with its gateway or last thing."""
+    needle = f'"{thing_id}"'  # ids in thing_ids are JSON strings; instr() has no wildcards
+    rows = conn.execute("SELECT external_id, thing_ids, whitelisted FROM mappings "
+                        "WHERE instr(thing_ids, ?) > 0", (needle,)).fetchall()  # fmt: skip
+    for row in rows:
+        things = [i for i in json.loads(row["thing_ids"]) if i != thing_id]
+        if gateway or not things:
+            conn.execute("DELETE FROM mappings WHERE external_id = ?", (row["external_id"],))
+            continue
+        white = [i for i in json.loads(row["whitelisted"]) if i != thing_id]
+        conn.execute("UPDATE mappings SET thing_ids = ?, whitelisted = ? WHERE external_id = ?",
+                     (_id_list(things), _id_list(white), row["external_id"]))  # fmt: skip
 
 
 def insert_mapping(conn: sqlite3.Connection, p: Prepared) -> None:
