@@ -9,6 +9,7 @@ machine (:func:`machine_basics`) and the block appended to docs/benchmarks.md
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -41,6 +42,12 @@ def machine_basics() -> dict[str, str]:
         pass
     return {"nproc": str(os.cpu_count()), "cpu": model, "kernel": platform.release(),
             "python": platform.python_version()}
+
+
+def add_record_options(parser: argparse.ArgumentParser, doc: Path) -> None:
+    """``--record`` (append the run to ``doc``) and ``--note`` (one line recorded with it)."""
+    parser.add_argument("--record", action="store_true", help=f"append to {doc}")
+    parser.add_argument("--note", default="", help="one line recorded with --record")
 
 
 def append_run(doc: Path, marker: str, block: Sequence[str]) -> None:

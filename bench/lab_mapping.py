@@ -43,7 +43,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from _lab import LabServer, append_run, machine_basics
+from _lab import LabServer, add_record_options, append_run, machine_basics
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -191,8 +191,7 @@ def main() -> int:
                         metavar="LABEL=CHECKOUT[,NAME=VALUE...]",
                         help="compare source trees in one run (repeatable; default: this one)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the cells (default 1)")
-    parser.add_argument("--record", action="store_true", help=f"append to {DOC}")
-    parser.add_argument("--note", default="", help="one line recorded with --record")
+    add_record_options(parser, DOC)
     args = parser.parse_args()
     if not 0 < args.seconds <= 120 or not all(0 < c <= 256 for c in args.clients):
         parser.error("--seconds must be in (0, 120] and --clients in 1..256")

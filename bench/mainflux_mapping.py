@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from _lab import LabServer, append_run, machine_basics
+from _lab import LabServer, add_record_options, append_run, machine_basics
 
 from edge_provision.testing.mainflux import FakeMainflux
 
@@ -187,8 +187,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--mappings", type=int, default=200, help="per cell (default 200)")
     parser.add_argument("--seconds", type=float, default=20.0, help="at most, per cell")
-    parser.add_argument("--record", action="store_true", help=f"append to {DOC}")
-    parser.add_argument("--note", default="", help="one line recorded with --record")
+    add_record_options(parser, DOC)
     args = parser.parse_args()
     if not 0 < args.seconds <= 300 or not all(0 < c <= 64 for c in args.clients):
         parser.error("--seconds must be in (0, 300] and --clients in 1..64")
