@@ -168,6 +168,17 @@ def test_platform_down_is_503_with_retry_after(lab: RunningLabServer, fake: Fake
     assert post_mapping(lab, auth).status_code == 201  # and it works once the platform is back
 
 
+def test_metrics_answer_while_the_platform_is_down(lab: RunningLabServer,
+                                                  fake: FakeMainflux) -> None:
+    """/metrics stays 200 when the platform cannot be counted, and shows the failing calls."""
+    fake.fail("GET /things", status=503, times=3)
+    resp = requests.get(f"{lab.url}/metrics", timeout=TIMEOUT)
+    assert resp.status_code == 200
+    assert 'endpoint="GET /things",service="things",status="503"} 1' in resp.text
+    assert "edge_provision_lab_certificates 0" in resp.text
+    assert "edge_provision_lab_things " not in resp.text  # unknown, not a made-up 0
+
+
 @pytest.mark.parametrize("login", [False, True], ids=["api-key", "login"])
 def test_refused_lab_credentials_are_not_the_clients_401(tmp_path: Path, fake: FakeMainflux,
                                                          login: bool) -> None:
