@@ -2,13 +2,17 @@
 
 Its output goes to a log file (an undrained pipe would block its logging); the
 start-up banner is read from there: the URL, the operator token and, with
-``--mqtt``, the broker URLs.
+``--mqtt``, the broker URLs. Also what every script records with a run: the
+machine (:func:`machine_basics`) and the block appended to docs/benchmarks.md
+(:func:`append_run`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -24,6 +28,34 @@ START_TIMEOUT_S = 30.0
 _LISTEN = re.compile(r"^listening on (http://\S+)$", re.M)
 _BROKER = re.compile(r"^mqtt broker: ((tcp|ssl)://\S+)$", re.M)
 _READY = "press Ctrl-C"
+
+
+def machine_basics() -> dict[str, str]:
+    """nproc, CPU model, kernel and Python version (what every recorded run names)."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": str(os.cpu_count()), "cpu": model, "kernel": platform.release(),
+            "python": platform.python_version()}
+
+
+def add_record_options(parser: argparse.ArgumentParser, doc: Path) -> None:
+    """``--record`` (append the run to ``doc``) and ``--note`` (one line recorded with it)."""
+    parser.add_argument("--record", action="store_true", help=f"append to {doc}")
+    parser.add_argument("--note", default="", help="one line recorded with --record")
+
+
+def append_run(doc: Path, marker: str, block: Sequence[str]) -> None:
+    """Put ``block`` (lines) right below ``marker`` in ``doc`` (newest run first)."""
+    text = doc.read_text() if doc.exists() else ""
+    if marker not in text:
+        raise SystemExit(f"{doc}: marker {marker!r} missing; add it where runs go")
+    doc.write_text(text.replace(marker, marker + "\n\n" + "\n".join(block), 1))
 
 
 def mosquitto_path(script: str) -> str:
@@ -64,7 +96,9 @@ class LabServer:
         self.url = listen.group(1)
         self.brokers = {m.group(2): m.group(1) for m in _BROKER.finditer(banner)}
         self.token_path = state_dir / "api-token"
-        self.token = self.token_path.read_text().strip()
+        # a configured token (MF_PROVISION_API_KEY) leaves no file behind
+        configured = (extra_env or {}).get("MF_PROVISION_API_KEY", "")
+        self.token = configured or self.token_path.read_text().strip()
 
     def _wait_banner(self) -> str:
         deadline = time.monotonic() + START_TIMEOUT_S

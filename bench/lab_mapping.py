@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import secrets
 import shutil
 import sqlite3
@@ -45,7 +43,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from _lab import LabServer
+from _lab import LabServer, add_record_options, append_run, machine_basics
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -97,14 +95,6 @@ def parse_target(text: str) -> Target:
 
 def machine() -> dict[str, str]:
     """nproc, CPU model, kernel, Python version, implementation details that matter."""
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     try:
         import httptools  # noqa: F401
         parser = "httptools"
@@ -117,10 +107,7 @@ def machine() -> dict[str, str]:
         loop = "asyncio"
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     return {
-        "nproc": str(os.cpu_count()),
-        "cpu": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **machine_basics(),
         "http": f"uvicorn auto -> {parser} + {loop}",
         "wrk": (wrk.stdout or wrk.stderr).split("[")[0].strip(),
     }
@@ -204,8 +191,7 @@ def main() -> int:
                         metavar="LABEL=CHECKOUT[,NAME=VALUE...]",
                         help="compare source trees in one run (repeatable; default: this one)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the cells (default 1)")
-    parser.add_argument("--record", action="store_true", help=f"append to {DOC}")
-    parser.add_argument("--note", default="", help="one line recorded with --record")
+    add_record_options(parser, DOC)
     args = parser.parse_args()
     if not 0 < args.seconds <= 120 or not all(0 < c <= 256 for c in args.clients):
         parser.error("--seconds must be in (0, 120] and --clients in 1..256")
@@ -299,10 +285,7 @@ def main() -> int:
             "\n".join(s + "." for s in summaries),
             "",
         ]
-        doc = DOC.read_text() if DOC.exists() else ""
-        if RECORD_MARK not in doc:
-            raise SystemExit(f"{DOC}: marker {RECORD_MARK!r} missing; add it where runs go")
-        DOC.write_text(doc.replace(RECORD_MARK, RECORD_MARK + "\n\n" + "\n".join(block), 1))
+        append_run(DOC, RECORD_MARK, block)
         print(f"recorded in {DOC}")
     return 0
 

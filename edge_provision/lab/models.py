@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Generic, Protocol, TypeVar
 if TYPE_CHECKING:
     from edge_provision.crypto.pki import IssuedCert
     from edge_provision.layout import Plan, PlannedCertificate
+    from edge_provision.metrics import Metric
 
 __all__ = [
     "Backend",
@@ -232,6 +233,10 @@ class Backend(Protocol):
 
     def counts(self) -> dict[str, int]:
         """Number of things, channels, connections, bootstrap_configs, certificates."""
+        ...
+
+    def metrics(self) -> list[Metric]:
+        """The backend's own metric families for ``/metrics`` (may be empty)."""
         ...
 
     def close(self) -> None:

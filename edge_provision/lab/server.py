@@ -2,10 +2,14 @@
 
 ``build_service`` opens everything in the state directory (0700)::
 
-    lab.db      the embedded platform (SQLite, WAL)
+    lab.db      the embedded platform (SQLite, WAL); with the mainflux backend
+                certs.db instead: the records of the certificates the CA issued
     ca/         the local CA (ca.key 0600, ca.crt 0644)
     api-token   the operator token, generated at first start (0600) unless one
                 is configured (MF_PROVISION_API_KEY, server.mf_api_key, --token)
+
+The backend is the one ``settings.backend`` names
+(:func:`edge_provision.lab.backends.open_backend`).
 
 One start-up (``_open``): the service, the broker with ``--mqtt``, the ASGI app
 and the bound socket. ``serve`` runs that in the foreground until Ctrl-C or
@@ -30,7 +34,7 @@ from edge_provision import fileio
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.crypto.pki import LocalCA
 from edge_provision.errors import ConfigError, StoreError
-from edge_provision.lab.backends.embedded import EmbeddedBackend
+from edge_provision.lab.backends import open_backend
 from edge_provision.lab.http.app import LabApp, create_app
 from edge_provision.lab.http.listener import Listener, open_listener
 from edge_provision.lab.service import LabService, ServiceInfo
@@ -46,7 +50,6 @@ __all__ = ["TOKEN_FILE", "RunningLabServer", "build_service", "serve", "start_in
 logger = logging.getLogger(__name__)
 
 TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
-_DB_FILE = "lab.db"
 _CA_DIR = "ca"
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 15.0
@@ -119,18 +122,19 @@ def build_service(settings: LabSettings) -> LabService:
     ca_dir = state_dir / _CA_DIR
     ca = LocalCA.load_or_create(ca_dir, key_type=layout.cert.key_type,
                                 key_bits=layout.cert.key_bits)  # fmt: skip
-    db_path = state_dir / _DB_FILE
-    backend = EmbeddedBackend(db_path)
+    opened = open_backend(settings, state_dir, layout)
     info = ServiceInfo(
         layout_source=layout.source,
         things=len(layout.things),
         channels=len(layout.channels),
-        db_path=db_path,
+        db_path=opened.store_path,
         ca_path=ca_dir / LocalCA.CERT_FILE,
         auth_hint=auth_hint,
         x509_provision=layout.bootstrap.x509_provision,
+        backend=opened.name,
+        backend_banner=opened.banner,
     )
-    return LabService(backend=backend, ca=ca, layout=layout, token=token,
+    return LabService(backend=opened.backend, ca=ca, layout=layout, token=token,
                       header_required=header_required, encrypt_key=encrypt_key, info=info,
                       max_body_bytes=settings.max_body_bytes)  # fmt: skip
 
@@ -154,7 +158,7 @@ class _Lab:
             f"listening on {self.listener.url}",
             f"layout: {info.layout_source} ({info.things} things, {info.channels} channels"
             f"{', X.509 on' if info.x509_provision else ''})",
-            f"database: {info.db_path}",
+            *info.backend_banner,
             f"CA: {info.ca_path}",
             f"auth: {info.auth_hint}",
             *(self.broker.banner_lines() if self.broker is not None else ()),

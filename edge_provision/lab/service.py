@@ -13,6 +13,7 @@ classes that the app maps to status codes:
 ``CertificateError``       400
 ``ConfigError``            400 (a plan the layout cannot make for this request)
 ``StoreError``             503
+``ServiceUnavailable``     503 (the platform behind the lab; ``Retry-After``)
 =========================  ======
 
 "Not found" is a ``None`` return, so that unknown ids and wrong keys can be
@@ -71,6 +72,12 @@ class ServiceInfo:
     ca_path: Path
     auth_hint: str
     x509_provision: bool
+    backend: str = "embedded"
+    """Which backend (``/health`` says it too)."""
+    backend_banner: tuple[str, ...] = ()
+    """How the backend describes itself at start (``database: ...``)."""
+    certs: str = "lab-ca"
+    """Who signs certificates: the lab's own CA (``/health``)."""
 
 
 def _thing_json(thing: ThingRecord) -> dict[str, object]:
@@ -130,6 +137,8 @@ class LabService:
             "description": "edge-provision lab provision service",
             "build_time": "",
             "csr": True,
+            "backend": info.backend,
+            "certs": info.certs,
         }).encode()
 
     # ------------------------------------------------------------------ plumbing
@@ -348,7 +357,7 @@ class LabService:
                    "gauge", [({}, float(count))])
             for name, count in sorted(self._backend.counts().items())
         ]  # fmt: skip
-        return render([*lab_metrics(self.counters), *gauges])
+        return render([*lab_metrics(self.counters), *gauges, *self._backend.metrics()])
 
     def revoke(self, thing_id: str) -> dict[str, object]:
         """Revoke every certificate of ``thing_id``."""

@@ -415,6 +415,58 @@ class LabSettings:
         "mosquitto", FieldKind.STR, env=["EDGE_PROVISION_LAB_MOSQUITTO_BIN"],
         help="mosquitto executable",
     )
+    # The platform behind the lab: upstream Provision's own names (contract 1.3, 1.5).
+    backend: str = _setting(
+        "embedded", FieldKind.CHOICE, env=["EDGE_PROVISION_LAB_BACKEND"], keys=["server.backend"],
+        flag="--backend", choices=("embedded", "mainflux"),
+        help="where mappings are stored: embedded (SQLite here) or mainflux (a real platform)",
+    )
+    things_url: Optional[str] = _setting(
+        None, FieldKind.URL, env=["MF_PROVISION_THINGS_LOCATION"], keys=["server.things_url"],
+        flag="--things-url", help="mainflux backend: the Things service URL",
+    )
+    bootstrap_svc_url: Optional[str] = _setting(
+        None, FieldKind.URL, env=["MF_PROVISION_BS_SVC_URL"], keys=["server.mf_bs_url"],
+        flag="--bs-svc-url",
+        help="mainflux backend: the Bootstrap service URL (with or without /things)",
+    )
+    users_url: Optional[str] = _setting(
+        None, FieldKind.URL, env=["MF_PROVISION_USERS_LOCATION"], keys=["server.users_url"],
+        flag="--users-url", help="mainflux backend: the Users service URL (for the login)",
+    )
+    mf_user: Optional[str] = _setting(
+        None, FieldKind.STR, env=["MF_PROVISION_USER"], keys=["server.mf_user"],
+        flag="--mf-user",
+        help="mainflux backend: the platform user the lab logs in as (without an API key)",
+    )
+    mf_pass: Optional[str] = _setting(
+        None, FieldKind.STR, env=["MF_PROVISION_PASS"], keys=["server.mf_pass"], secret=True,
+        help="mainflux backend: that user's password",
+    )
+    platform_auth_scheme: str = _setting(
+        "auto", FieldKind.CHOICE, env=["EDGE_PROVISION_LAB_PLATFORM_AUTH_SCHEME"],
+        keys=["server.platform_auth_scheme"], choices=("auto", "modern", "bare"),
+        help="mainflux backend: Authorization form, modern (0.13 Bearer), bare (0.12), auto",
+    )
+    platform_ca_bundle: Optional[Path] = _setting(
+        None, FieldKind.PATH, env=["EDGE_PROVISION_LAB_PLATFORM_CA_BUNDLE"],
+        keys=["server.platform_ca_bundle"], flag="--platform-ca-bundle",
+        help="mainflux backend: CA certificates to verify the platform's TLS certificates",
+    )
+    platform_client_cert: Optional[Path] = _setting(
+        None, FieldKind.PATH, env=["EDGE_PROVISION_LAB_PLATFORM_CLIENT_CERT"],
+        keys=["server.platform_client_cert"],
+        help="mainflux backend: TLS client certificate for the platform calls",
+    )
+    platform_client_key: Optional[Path] = _setting(
+        None, FieldKind.PATH, env=["EDGE_PROVISION_LAB_PLATFORM_CLIENT_KEY"],
+        keys=["server.platform_client_key"], help="mainflux backend: key of that certificate",
+    )
+    platform_insecure: bool = _setting(
+        False, FieldKind.BOOL, env=["EDGE_PROVISION_LAB_PLATFORM_INSECURE"],
+        keys=["server.platform_insecure"], flag="--platform-insecure",
+        help="mainflux backend: do NOT verify the platform's TLS certificates (lab use only)",
+    )
     config_file: Optional[Path] = field(default=None, compare=False)
     sources: dict[str, str] = _sources_field()
 

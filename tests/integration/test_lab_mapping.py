@@ -95,13 +95,14 @@ def assert_error(resp: requests.Response, status: int, *words: str) -> None:
 
 
 def test_health(lab: RunningLabServer) -> None:
-    """GET /health answers the upstream HealthInfo shape plus the csr flag."""
+    """GET /health answers the upstream HealthInfo shape plus the csr flag, backend and signer."""
     resp = requests.get(f"{lab.url}/health", timeout=TIMEOUT)
     assert resp.status_code == 200
     assert resp.headers["Content-Type"] == "application/json"
     assert resp.json() == {"status": "pass", "version": __version__, "commit": "",
                            "description": "edge-provision lab provision service",
-                           "build_time": "", "csr": True}
+                           "build_time": "", "csr": True, "backend": "embedded",
+                           "certs": "lab-ca"}
     head = requests.head(f"{lab.url}/health", timeout=TIMEOUT)
     assert head.status_code == 200
     assert head.content == b""

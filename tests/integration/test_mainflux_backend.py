@@ -64,13 +64,13 @@ def _backend(fake: FakeMainflux) -> MainfluxBackend:
 def backend(fake: FakeMainflux) -> Iterator[MainfluxBackend]:
     """A backend with an API key and the AUTO header form, warmed up so that the form is known."""
     with _backend(fake) as b:
-        b.provision(plan(default_layout(), "warm-up", "k"), owner="admin")
+        b.provision_sync(plan(default_layout(), "warm-up", "k"), owner="admin")
         yield b
 
 
 def _mapping(backend: MainfluxBackend, key: str = EXT_KEY, ext: str = EXT_ID,
              layout: Layout | None = None) -> MappingRecord:
-    return backend.provision(plan(layout or default_layout(), ext, key), owner="admin")
+    return backend.provision_sync(plan(layout or default_layout(), ext, key), owner="admin")
 
 
 def _empty(fake: FakeMainflux) -> bool:
@@ -282,7 +282,7 @@ def test_multi_thing_layout_with_certificates(backend: MainfluxBackend, fake: Fa
 
     layout = load_layout(MULTI_LAYOUT.read_text(encoding="utf-8"), str(MULTI_LAYOUT))
     fake.reset_calls()
-    made = backend.provision(plan(layout, EXT_ID, EXT_KEY), owner="admin", issue_certs=issue)
+    made = backend.provision_sync(plan(layout, EXT_ID, EXT_KEY), owner="admin", issue_certs=issue)
     assert sum(fake.call_counts().values()) == 6
     assert fake.calls("things", "POST /connect", "200") == 1
     gateway = made.things[1]
@@ -294,10 +294,13 @@ def test_multi_thing_layout_with_certificates(backend: MainfluxBackend, fake: Fa
     assert [c["name"] for c in config["mainflux_channels"]] == [  # type: ignore[union-attr]
         "control-channel", "data-channel", "export-channel", "events"]
     fake.reset_calls()
-    again = backend.provision(plan(layout, EXT_ID, EXT_KEY), owner="admin", issue_certs=issue)
+    again = backend.provision_sync(plan(layout, EXT_ID, EXT_KEY), owner="admin", issue_certs=issue)
     assert sum(fake.call_counts().values()) == 3  # + the device endpoint for the certificate
     assert again.things == made.things and again.channels == made.channels
     assert again.client_certs == {gateway.id: made.client_certs[gateway.id]}
+    records = backend.list_certificates()  # kept by the lab, once, for the new mapping only
+    assert records.total == 3 and {r.thing_id for r in records.items} == set(made.client_certs)
+    assert all(r.cert_pem == made.client_certs[r.thing_id] for r in records.items)
     boot = backend.bootstrap(EXT_ID, EXT_KEY)
     assert boot is not None and boot.client_key == made.client_keys[gateway.id]
     assert [t.name for t in boot.extra_things] == ["sensor-a", "sensor-b"]
@@ -322,7 +325,8 @@ def test_operator_views(backend: MainfluxBackend) -> None:
     gateway = made.things[0]
     assert backend.authenticate_thing(gateway.id, gateway.key) == gateway
     assert backend.authenticate_thing(gateway.id, "nope") is None
-    assert backend.counts() == {"things": 2, "channels": 4, "bootstrap_configs": 2}
+    assert backend.counts() == {"things": 2, "channels": 4, "bootstrap_configs": 2,
+                                "certificates": 0}
     assert {t.id for t in backend.list_things().items} >= {gateway.id}
     assert backend.list_channels(limit=1).total == 4
     configs = backend.list_bootstrap_configs()

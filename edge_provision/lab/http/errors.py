@@ -11,6 +11,7 @@ to the log.
 from __future__ import annotations
 
 import logging
+import math
 from typing import NoReturn
 
 from edge_provision.errors import (
@@ -18,6 +19,7 @@ from edge_provision.errors import (
     CertificateError,
     ConfigError,
     Rejected,
+    ServiceUnavailable,
     StoreError,
     Unauthorized,
 )
@@ -51,7 +53,7 @@ def fail(status: int, message: str) -> NoReturn:
 
 ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (Unauthorized, 401), (AlreadyProvisioned, 409), (TooLarge, 413), (CertificateError, 400),
-    (Rejected, 400), (ConfigError, 400), (StoreError, 503),
+    (Rejected, 400), (ConfigError, 400), (StoreError, 503), (ServiceUnavailable, 503),
 )  # fmt: skip
 """Known exceptions and their status codes (first match wins)."""
 
@@ -66,6 +68,9 @@ def error_reply(exc: Exception, path: str) -> Reply | None:
     if status == 401:
         scheme = "Thing" if path.startswith(_THING_PATHS) else "Bearer"
         return json_reply(401, {"error": str(exc)}, {"WWW-Authenticate": f"{scheme} {_REALM}"})
+    if isinstance(exc, ServiceUnavailable):  # the platform behind the lab (its message says)
+        wait = max(1, math.ceil(exc.retry_after_s or 1))
+        return json_reply(503, {"error": str(exc)}, {"Retry-After": str(wait)})
     if status == 503:
         logger.error("storage error path=%s error=%s", path, exc)
         return json_reply(503, {"error": "storage unavailable; try again shortly (see the "

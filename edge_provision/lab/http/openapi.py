@@ -27,7 +27,7 @@ _ERRORS = {
     409: "external_id already provisioned with a different external_key",
     413: "request body over the configured limit (64 KiB by default)",
     415: "Content-Type is not application/json",
-    503: "storage unavailable; retry (`Retry-After: 1`); requests are idempotent",
+    503: "storage or platform unavailable; retry after `Retry-After`; requests are idempotent",
 }
 
 _OPERATOR: list[dict[str, list[str]]] = [{"operatorToken": []}]
@@ -74,10 +74,12 @@ _ID = _string(minLength=1, maxLength=MAX_STRING_CHARS)
 _SCHEMAS: dict[str, Doc] = {
     "Error": _object(["error"], {"error": _string(description="what was wrong and what to do")}),
     "Health": _object(
-        ["status", "version", "commit", "description", "build_time", "csr"],
+        ["status", "version", "commit", "description", "build_time", "csr", "backend", "certs"],
         {"status": _string(), "version": _string(), "commit": _string(),
          "description": _string(), "build_time": _string(),
-         "csr": {"type": "boolean", "description": "POST /certs/csr exists"}}),
+         "csr": {"type": "boolean", "description": "POST /certs/csr exists"},
+         "backend": _string(description="where mappings are stored: embedded or mainflux"),
+         "certs": _string(description="who signs certificates: lab-ca (the lab's own CA)")}),
     "MappingRequest": _object(
         ["external_id", "external_key"],
         {"external_id": _ID, "external_key": _ID,

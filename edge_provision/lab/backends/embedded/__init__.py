@@ -53,6 +53,7 @@ from edge_provision.lab.models import (
 if TYPE_CHECKING:
     from edge_provision.crypto.pki import IssuedCert
     from edge_provision.layout import Plan
+    from edge_provision.metrics import Metric
 
 __all__ = ["EmbeddedBackend", "WriterStats"]
 
@@ -290,6 +291,10 @@ class EmbeddedBackend:
                 table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
                 for table in _sql.COUNTED_TABLES
             }
+
+    def metrics(self) -> list[Metric]:
+        """None of its own: the entity counts are all there is to show."""
+        return []
 
     def _page(self, table: str, select: str, order: str, offset: int, limit: int,
               build: Callable[[sqlite3.Connection, sqlite3.Row], T]) -> Page[T]:

@@ -32,13 +32,22 @@ are found again by the run's marker); what cannot be deleted is logged with its
 ids and counted in ``edge_provision_lab_upstream_leftovers_total``. Every request
 is counted in ``edge_provision_lab_upstream_requests_total{service,endpoint,status}``.
 
-What it marks on the platform is described in ``_marker``. Not kept here (the
-lab's own CA and a store of its certificates are the lead's to wire):
-certificates signed for CSRs.
+The platform's refusals are the lab operator's problem, not the client's: every
+public method turns the platform refusing the lab's own credentials (401/403) and
+answers it cannot read into :class:`ServiceUnavailable` (the lab answers 503 with
+``Retry-After``) whose message names the setting to fix; the details go to the log.
+
+Certificates are signed by the lab's own CA (the caller's ``issue_certs`` at
+``/mapping``; ``POST /certs/csr`` in the service) and their records -- serial,
+thing, validity, revoked -- are kept in a small SQLite file next to that CA
+(``_certs``): Mainflux has nowhere to keep them. What it marks on the platform is
+described in ``_marker``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import logging
 import threading
@@ -46,7 +55,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from edge_provision.errors import (
     AlreadyProvisioned,
@@ -54,17 +64,25 @@ from edge_provision.errors import (
     ConfigError,
     EdgeProvisionError,
     Problem,
+    ProtocolError,
+    Reason,
     Rejected,
+    ServiceUnavailable,
+    StoreError,
     Unauthorized,
 )
 from edge_provision.http import HttpClient
 from edge_provision.lab.backends.mainflux import _marker as mark
+from edge_provision.lab.backends.mainflux._certs import CertStore
 from edge_provision.lab.backends.mainflux._target import ENV_NAMES, MainfluxTarget
 from edge_provision.lab.backends.mainflux._undo import Undo
 from edge_provision.lab.models import (
     BootstrapRecord,
+    BrokerSnapshot,
     CertIssuer,
+    CertRecord,
     ChannelRecord,
+    DeletedThing,
     MappingRecord,
     Page,
     ThingRecord,
@@ -86,9 +104,14 @@ from edge_provision.platform.users import ApiKey, LoginSession, UsersClient
 if TYPE_CHECKING:
     from edge_provision.crypto.pki import IssuedCert
 
-__all__ = ["ENV_NAMES", "LEFTOVERS", "UPSTREAM_REQUESTS", "MainfluxBackend", "MainfluxTarget"]
+__all__ = [
+    "ENV_NAMES", "LEFTOVERS", "UPSTREAM_REQUESTS", "CertStore", "MainfluxBackend",
+    "MainfluxTarget",
+]
 
 logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 UPSTREAM_REQUESTS = "upstream_requests_total"
 """CounterSet name of the per-call counter (labels service, endpoint, status)."""
@@ -97,6 +120,8 @@ LEFTOVERS = "upstream_leftovers_total"
 
 _DEVICE_ENDPOINT = "GET /things/bootstrap/{external_id}"
 _MAX_ENTITIES = 100  # lookups read one page
+_REFUSED_RETRY_S = 30.0  # a human has to fix a setting: gateways need not knock every second
+_UNREADABLE_RETRY_S = 30.0
 
 
 @dataclass
@@ -131,16 +156,30 @@ class _LostRace(Exception):
     """Bootstrap refused our config: another run has this external_id."""
 
 
+def _platform_call(method: F) -> F:
+    """Run ``method`` inside :meth:`MainfluxBackend._platform_errors`."""
+
+    @functools.wraps(method)
+    def guarded(self: MainfluxBackend, *args: object, **kwargs: object) -> object:
+        with self._platform_errors():
+            return method(self, *args, **kwargs)
+
+    return cast(F, guarded)
+
+
 class MainfluxBackend:
     """Provisioning into a Mainflux platform; safe to share between threads."""
 
     def __init__(self, target: MainfluxTarget, *, counters: CounterSet | None = None,
-                 owner: str = "admin") -> None:
+                 owner: str = "admin", certs_path: Path | None = None) -> None:
+        """``certs_path``: the certificate records' file (None: kept in memory, for tests)."""
         target.check()
         self.target = target
         self.counters = counters if counters is not None else CounterSet()
         """Where ``upstream_requests_total`` and ``upstream_leftovers_total`` are counted."""
         self._owner = owner
+        self.certs = CertStore(certs_path)
+        """The records of the certificates the lab CA issued."""
         self._locks = _KeyedLocks()
         self._http: list[HttpClient] = []
         self._things_http = things_http = self._client(target.things_url)
@@ -171,9 +210,10 @@ class MainfluxBackend:
         return client
 
     def close(self) -> None:
-        """Release the HTTP connections; safe to call twice."""
+        """Release the HTTP connections and the certificate store; safe to call twice."""
         for client in self._http:
             client.close()
+        self.certs.close()
 
     def __enter__(self) -> MainfluxBackend:
         return self
@@ -182,9 +222,44 @@ class MainfluxBackend:
         self.close()
 
     @property
-    def can_provision_nowait(self) -> bool:
-        """False: every mapping is a few blocking HTTP calls (run it in a worker thread)."""
-        return False
+    def credentials_setting(self) -> str:
+        """The setting(s) holding the lab's own credentials on the platform."""
+        if self.target.uses_login:
+            return f"{ENV_NAMES['user']}/{ENV_NAMES['password']}"
+        return ENV_NAMES["api_key"]
+
+    @contextmanager
+    def _platform_errors(self) -> Iterator[None]:
+        """The platform's trouble as the lab's clients should see it (details to the log).
+
+        A refusal of the lab's own credentials and an unreadable answer are the lab
+        operator's to fix; a platform that is down is temporary. All three become
+        :class:`ServiceUnavailable` (the lab answers 503 with ``Retry-After``).
+        """
+        try:
+            yield
+        except Unauthorized as exc:
+            setting = self.credentials_setting
+            logger.error("the platform refused the lab's credentials setting=%s error=%s",
+                         setting, exc)
+            raise ServiceUnavailable(
+                f"the Mainflux platform refused the lab server's own credentials ({setting}); "
+                "the lab operator must fix that setting (or the platform CA bundle, if the lab "
+                "server log says TLS). The request itself was fine: retry later",
+                reason=Reason.REFUSED, retry_after_s=_REFUSED_RETRY_S) from exc
+        except ProtocolError as exc:
+            logger.error("unreadable answer from the platform error=%s", exc)
+            raise ServiceUnavailable(
+                "the Mainflux platform gave an answer the lab server cannot read; the lab "
+                f"operator should check that {ENV_NAMES['things_url']} and "
+                f"{ENV_NAMES['bootstrap_url']} point at the Things and Bootstrap services "
+                "(details in the lab server log)",
+                reason=Reason.PROTOCOL, retry_after_s=_UNREADABLE_RETRY_S) from exc
+        except ServiceUnavailable as exc:
+            logger.warning("platform unavailable error=%s", exc)
+            raise ServiceUnavailable(
+                "the Mainflux platform is unavailable right now; try again later (details in "
+                "the lab server log)", retry_after_s=exc.retry_after_s) from exc
 
     # ------------------------------------------------------------------ metrics
 
@@ -238,17 +313,27 @@ class MainfluxBackend:
         for channel in plan.channels:
             mark.check_reserved("channels", channel.name, channel.metadata)
 
-    def provision(self, plan: Plan, *, owner: str,
-                  issue_certs: CertIssuer | None = None) -> MappingRecord:
+    async def provision(self, plan: Plan, *, owner: str,
+                        issue_certs: CertIssuer | None = None) -> MappingRecord:
+        """:meth:`provision_sync` in a worker thread (the loop's default executor).
+
+        Every mapping is a few blocking HTTP calls; the event loop is not held up.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(
+            self.provision_sync, plan, owner=owner, issue_certs=issue_certs))
+
+    def provision_sync(self, plan: Plan, *, owner: str,
+                       issue_certs: CertIssuer | None = None) -> MappingRecord:
         """Create everything in ``plan`` on the platform; idempotent per external_id + key.
 
         Raises ``AlreadyProvisioned`` for another key (or a bootstrap config this
         backend did not make), ``ConfigError`` for a plan it cannot make, and the
-        platform's errors (``ServiceUnavailable``, ``Unauthorized``, ``Rejected``)
-        after deleting what this run created.
+        platform's errors (``ServiceUnavailable``, ``Rejected``) after deleting what
+        this run created.
         """
         self.check_plan(plan)
-        with self._locks.hold(plan.external_id):
+        with self._platform_errors(), self._locks.hold(plan.external_id):
             found = self._find(plan, owner)
             if found is not None:
                 return found
@@ -397,6 +482,7 @@ class MainfluxBackend:
         connected = {c.thing_index for c in plan.connections}
         logger.info("mapping created external_id=%s things=%s channels=%s", plan.external_id,
                     len(things), len(channels))
+        self._record_issued(plan.external_id, issued)
         return MappingRecord(
             external_id=plan.external_id,
             things=thing_records,
@@ -408,6 +494,20 @@ class MainfluxBackend:
                           if t.id in issued), None),  # as upstream: the last one's CA
             created=True,
         )
+
+    def _record_issued(self, external_id: str,
+                       issued: dict[str, tuple[IssuedCert, str]]) -> None:
+        """Keep the records of the certificates made for a new mapping.
+
+        The mapping is on the platform by now: a record that cannot be written is
+        logged (with its serial) rather than failing the request.
+        """
+        for thing_id, (cert, _key) in issued.items():
+            try:
+                self.certs.record(thing_id, cert)
+            except StoreError as exc:
+                logger.error("certificate not recorded external_id=%s thing_id=%s serial=%s "
+                             "error=%s", external_id, thing_id, cert.serial, exc)
 
     @staticmethod
     def _tags(plan: Plan, request: str, index: int, metadata: dict[str, object], *,
@@ -440,6 +540,7 @@ class MainfluxBackend:
 
     # ---------------------------------------------------------------- device side
 
+    @_platform_call
     def bootstrap(self, external_id: str, external_key: str) -> BootstrapRecord | None:
         """The bootstrap config of a mapping this lab made; None if unknown or the key is wrong."""
         located = self._locate(external_id)
@@ -464,6 +565,7 @@ class MainfluxBackend:
                                if t.id != gateway.id),
         )
 
+    @_platform_call
     def authenticate_thing(self, thing_id: str, thing_key: str) -> ThingRecord | None:
         """The thing if ``thing_key`` is its key, else None."""
         thing = self._things.thing(thing_id)
@@ -473,18 +575,21 @@ class MainfluxBackend:
 
     # ------------------------------------------------------------- operator view
 
+    @_platform_call
     def list_things(self, offset: int = 0, limit: int = 100) -> Page[ThingRecord]:
         """Things of the lab's platform user, in the platform's order."""
         page = self._things.things(offset=offset, limit=limit)
         return Page(page.total, page.offset, page.limit,
                     tuple(mark.thing_record(t, self._owner) for t in page.items))
 
+    @_platform_call
     def list_channels(self, offset: int = 0, limit: int = 100) -> Page[ChannelRecord]:
         """Channels of the lab's platform user."""
         page = self._things.channels(offset=offset, limit=limit)
         return Page(page.total, page.offset, page.limit,
                     tuple(mark.channel_record(c, self._owner) for c in page.items))
 
+    @_platform_call
     def list_bootstrap_configs(self, offset: int = 0,
                                limit: int = 100) -> Page[BootstrapRecord]:
         """Bootstrap configs of the lab's user; Bootstrap's list carries no channels."""
@@ -498,17 +603,71 @@ class MainfluxBackend:
         )  # fmt: skip
         return Page(page.total, page.offset, page.limit, items)
 
+    @_platform_call
     def connections(self, thing_id: str) -> tuple[str, ...]:
         """Ids of the channels ``thing_id`` is connected to (the first 100)."""
         return tuple(c.id for c in self._things.channels_of(thing_id).items)
 
+    @_platform_call
+    def delete_thing(self, thing_id: str) -> DeletedThing | None:
+        """Remove a thing on the platform; revoke the certificates the lab CA gave it.
+
+        Its bootstrap config first (when it is a gateway), then the thing (Things drops its
+        connections); channels stay, as in the embedded backend. None if the platform has
+        no such thing for the lab's user.
+        """
+        with self._locks.hold(f"thing:{thing_id}"):
+            if self._things.thing(thing_id) is None:
+                return None
+            view = self._configs.view(thing_id)
+            if view is not None:
+                self._configs.delete(thing_id)
+            self._things.delete_thing(thing_id)
+            revoked = self.certs.revoke(thing_id)
+        logger.info("thing deleted thing_id=%s revoked=%d bootstrap_removed=%s", thing_id,
+                    len(revoked), view is not None)  # fmt: skip
+        return DeletedThing(thing_id, revoked, view.external_id if view is not None else None)
+
+    def broker_snapshot(self) -> BrokerSnapshot:
+        """Not offered: with a real Mainflux its own MQTT adapter is the broker."""
+        raise ConfigError(
+            "the lab broker (--mqtt) runs only with the embedded backend; with "
+            "--backend mainflux use the platform's own MQTT adapter")
+
     def counts(self) -> dict[str, int]:
-        """Number of things, channels and bootstrap configs the lab's user sees (3 calls)."""
-        return {
-            "things": self._things.things(limit=1).total,
-            "channels": self._things.channels(limit=1).total,
-            "bootstrap_configs": self._configs.configs(limit=1).total,
-        }
+        """Things, channels and bootstrap configs the lab's user sees (3 calls); certificates.
+
+        A platform that cannot be counted now leaves its three numbers out (logged):
+        ``/metrics`` must keep answering exactly then, with the upstream counters.
+        """
+        found = {"certificates": self.certs.count()}
+        try:
+            found.update(things=self._things.things(limit=1).total,
+                         channels=self._things.channels(limit=1).total,
+                         bootstrap_configs=self._configs.configs(limit=1).total)
+        except EdgeProvisionError as exc:
+            logger.warning("platform counts unavailable error=%s", exc)
+            return {"certificates": found["certificates"]}
+        return found
+
+    # ------------------------------------------------------------- certificates
+
+    def record_certificate(self, thing_id: str, cert: IssuedCert) -> None:
+        """Remember a certificate the lab CA issued to ``thing_id`` (for a CSR)."""
+        self.certs.record(thing_id, cert)
+        logger.info("certificate recorded thing_id=%s serial=%s", thing_id, cert.serial)
+
+    def revoke_certificates(self, thing_id: str) -> tuple[str, ...]:
+        """Revoke every unrevoked certificate of ``thing_id``; return their serials."""
+        return self.certs.revoke(thing_id)
+
+    def certificate(self, serial: str) -> CertRecord | None:
+        """The certificate with ``serial`` (hex, any case), or None."""
+        return self.certs.get(serial)
+
+    def list_certificates(self, offset: int = 0, limit: int = 100) -> Page[CertRecord]:
+        """Certificates the lab CA issued, in recording order."""
+        return self.certs.page(offset, limit)
 
 
 def _same(a: str, b: str) -> bool:
