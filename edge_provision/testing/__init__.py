@@ -10,6 +10,8 @@ builds on edge-provision and wants to test against the same misbehaving peers:
   test that forgot to script a reply fails loudly.
 * :class:`ThrowawayCA` -- a :class:`edge_provision.crypto.pki.LocalCA` in a temporary
   directory that issues client and server certificates (for HTTPS/mTLS tests).
+* :class:`FaultProxy` -- a proxy in front of any HTTP server that drips, stalls, answers
+  a captive portal's page, cuts or bloats replies, redirects (:mod:`.faults`).
 * :func:`free_port` and :func:`wait_for` -- small, bounded helpers.
 """
 
@@ -32,10 +34,13 @@ from typing import Union
 
 from edge_provision.net import free_port
 from edge_provision.testing._support import ThrowawayCA, wait_for
+from edge_provision.testing.faults import Fault, FaultProxy
 
 __all__ = [
     "UNMATCHED_STATUS",
     "FakeServer",
+    "Fault",
+    "FaultProxy",
     "Headers",
     "RecordedRequest",
     "Reply",
