@@ -9,6 +9,8 @@ to get one):
 =====================================================  =========================
 what happened                                          raised
 =====================================================  =========================
+no complete answer by the deadline (see below)         ``ServiceUnavailable``
+                                                       (``Reason.DEADLINE``)
 connection refused/reset, timeout, truncated body      ``ServiceUnavailable``
 429, 5xx (``retry_after_s`` from ``Retry-After``)      ``ServiceUnavailable``
 401, 403                                               ``Unauthorized``
@@ -20,6 +22,13 @@ TLS: plain HTTP port spoken to with https://           ``Rejected``
 other TLS failures (handshake cut short)               ``ServiceUnavailable``
 body over the size cap, unexpected 1xx/2xx/3xx         ``ProtocolError``
 =====================================================  =========================
+
+Every request has a deadline for the whole of it -- connect, headers and body --
+``request_deadline_s`` from its start, or the deadline of the run it is part of
+(:func:`edge_provision.deadline.limit`) when that comes sooner. The per-operation
+timeouts (``connect_timeout_s``, ``read_timeout_s``) are cut to the time left, and a
+request still going at its deadline has its connection shut down (:mod:`._abort`): a
+server that drips one byte at a time cannot hold a command.
 
 Request bodies are JSON with ``Content-Type: application/json`` exactly (Mainflux
 Provision and Certs answer 415 to anything else, even ``; charset=utf-8``).
@@ -47,10 +56,13 @@ import urllib3
 from requests.structures import CaseInsensitiveDict
 
 from edge_provision import __version__
+from edge_provision.deadline import Deadline
+from edge_provision.deadline import current as run_deadline
 from edge_provision.errors import (
     ConfigError,
     ProtocolError,
 )
+from edge_provision.http._abort import DeadlineAdapter, Guard
 from edge_provision.http._errors import (
     JSON_CONTENT_TYPE,
     error_for_exception,
@@ -184,6 +196,7 @@ class HttpClient:
         *,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 15.0,
+        request_deadline_s: float = 60.0,
         ca_bundle: Path | None = None,
         client_cert: Path | None = None,
         client_key: Path | None = None,
@@ -196,14 +209,15 @@ class HttpClient:
             raise ConfigError(f"{base_url!r}: expected an http:// or https:// URL")
         if parts.query or parts.fragment:
             raise ConfigError(f"{base_url!r}: the base URL must not carry a query or fragment")
-        if connect_timeout_s <= 0 or read_timeout_s <= 0:
-            raise ConfigError("HTTP timeouts must be positive numbers of seconds")
+        if connect_timeout_s <= 0 or read_timeout_s <= 0 or request_deadline_s <= 0:
+            raise ConfigError("HTTP timeouts and deadlines must be positive numbers of seconds")
         if max_body_bytes < 1:
             raise ConfigError("max_body_bytes must be at least 1")
         if (client_cert is None) != (client_key is None) and client_cert is None:
             raise ConfigError("client_key given without client_cert")
         self._base_url = base_url.rstrip("/")
         self._timeout: tuple[float, float] = (float(connect_timeout_s), float(read_timeout_s))
+        self._deadline_s = float(request_deadline_s)
         self._max_body = int(max_body_bytes)
         self._schemes: dict[str, AuthScheme] = {}
         self._lock = threading.Lock()
@@ -213,6 +227,8 @@ class HttpClient:
         self._validate_tls_files(ca, cert, key)
         self._session = requests.Session()
         self._session.headers["User-Agent"] = user_agent
+        for prefix in ("http://", "https://"):
+            self._session.mount(prefix, DeadlineAdapter())
         # Proxies from the environment (HTTPS_PROXY, NO_PROXY) are honoured; ~/.netrc is
         # not (it would add credentials of its own), and ``verify`` is passed with every
         # request so that REQUESTS_CA_BUNDLE cannot override ca_bundle or insecure.
@@ -378,27 +394,37 @@ class HttpClient:
         if auth is not None:
             headers.update(auth_headers(auth.kind, auth.secret, scheme))
         started = time.monotonic()
-        try:
-            raw = self._session.request(
-                method,
-                url,
-                data=payload,
-                headers=headers,
-                timeout=self._timeout,
-                verify=self._verify,
-                stream=True,
-                allow_redirects=False,
-            )
-        except Exception as exc:
-            translated = error_for_exception(exc, url, method, self._timeout)
-            if translated is exc:
-                raise
-            logger.debug("http failed method=%s url=%s error=%s", method, url, type(exc).__name__)
-            raise translated from exc
-        try:
-            body = self._read_body(raw, url, method)
-        finally:
-            raw.close()
+        deadline = Deadline.after(self._deadline_s, "request", "server.request_deadline_s")
+        deadline = deadline.sooner(run_deadline())
+        if deadline.expired():
+            raise deadline.error(f"{method} {url}")
+        left = deadline.remaining()
+        timeout = (min(self._timeout[0], left), min(self._timeout[1], left))
+        with Guard(left) as guard:
+            try:
+                raw = self._session.request(
+                    method,
+                    url,
+                    data=payload,
+                    headers=headers,
+                    timeout=timeout,
+                    verify=self._verify,
+                    stream=True,
+                    allow_redirects=False,
+                )
+            except Exception as exc:
+                translated = self._failure(exc, url, method, timeout, deadline, guard)
+                if translated is exc:
+                    raise
+                logger.debug("http failed method=%s url=%s error=%s", method, url,
+                             type(exc).__name__)  # fmt: skip
+                raise translated from exc
+            try:
+                body = self._read_body(raw, url, method, timeout, deadline, guard)
+            finally:
+                raw.close()
+            if guard.fired:  # cut short: what arrived may even parse, but it is not the answer
+                raise deadline.error(f"{method} {url}")
         elapsed_ms = (time.monotonic() - started) * 1000.0
         logger.debug(
             "http method=%s url=%s status=%s bytes=%s elapsed_ms=%.1f",
@@ -421,7 +447,17 @@ class HttpClient:
             url=url,
         )
 
-    def _read_body(self, raw: requests.Response, url: str, method: str) -> bytes:
+    @staticmethod
+    def _failure(exc: Exception, url: str, method: str, timeout: tuple[float, float],
+                 deadline: Deadline, guard: Guard) -> Exception:  # fmt: skip
+        """The error for a request that failed: the deadline's if that is what ended it."""
+        if guard.fired or deadline.expired():
+            return deadline.error(f"{method} {url}")
+        return error_for_exception(exc, url, method, timeout)
+
+    def _read_body(self, raw: requests.Response, url: str, method: str,
+                   timeout: tuple[float, float], deadline: Deadline,
+                   guard: Guard) -> bytes:  # fmt: skip
         """Read the body within the size cap (streamed; gzip is counted decoded)."""
         declared = raw.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
@@ -442,7 +478,7 @@ class HttpClient:
         except ProtocolError:
             raise
         except Exception as exc:
-            translated = error_for_exception(exc, url, method, self._timeout)
+            translated = self._failure(exc, url, method, timeout, deadline, guard)
             if translated is exc:
                 raise
             raise translated from exc

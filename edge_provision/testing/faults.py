@@ -40,7 +40,6 @@ import http.client
 import json
 import select
 import socket
-import socketserver
 import struct
 import threading
 import time
@@ -48,9 +47,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+from edge_provision.testing._support import Served, Serving, TrackingServer
 
 __all__ = ["CAPTIVE_PORTAL_HTML", "CONFLICT_ERROR", "Fault", "FaultProxy", "Rule", "Seen"]
 
@@ -67,7 +67,6 @@ CONFLICT_ERROR = "failed to create bootstrap config : failed to create entity : 
 _UPSTREAM_TIMEOUT_S = 30.0
 _OVERSIZED_BYTES = 4 * 1024 * 1024
 _REDIRECT_TO = "http://captive-portal.invalid/login"
-_STOP_JOIN_S = 1.0
 _POLL_S = 0.05
 _MAX_REQUEST_BODY = 16 * 1024 * 1024
 _HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding",
@@ -151,53 +150,10 @@ def _made(status: int, reason: str, content_type: str, body: bytes,
     return _Answer(status, reason, (("Content-Type", content_type), *extra), body)
 
 
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
+class _Server(TrackingServer):
     def __init__(self, owner: FaultProxy) -> None:
         self.owner = owner
-        self.lock = threading.Lock()
-        self.sockets: set[socket.socket] = set()
-        self.threads: set[threading.Thread] = set()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(  # type: ignore[override]
-        self, request: socket.socket, client_address: tuple[str, int]
-    ) -> None:
-        thread = threading.Thread(target=self.process_request_thread,
-                                  args=(request, client_address), daemon=True,
-                                  name="fault-proxy-conn")  # fmt: skip
-        with self.lock:
-            self.sockets.add(request)
-            self.threads.add(thread)
-            self.owner._accepted += 1
-        thread.start()
-
-    def process_request_thread(  # type: ignore[override]
-        self, request: socket.socket, client_address: tuple[str, int]
-    ) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self.lock:
-                self.sockets.discard(request)
-                self.threads.discard(threading.current_thread())
-
-    def handle_error(  # type: ignore[override]
-        self, request: socket.socket, client_address: tuple[str, int]
-    ) -> None:
-        """Clients that give up mid-answer are the point of this proxy: stay quiet."""
-
-    def abort_all(self, deadline: float) -> None:
-        with self.lock:
-            sockets, threads = list(self.sockets), list(self.threads)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        super().__init__(_Handler, "fault-proxy-conn")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -305,8 +261,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
 
 
-class FaultProxy:
-    """A fault-injecting proxy in front of ``upstream`` (a context manager); see the module."""
+class FaultProxy(Served):
+    """A fault-injecting proxy in front of ``upstream`` (a context manager); see the module.
+
+    :meth:`stop` ends every connection, dripping and stalled ones included.
+    """
 
     def __init__(self, upstream: str) -> None:
         parts = urlsplit(upstream)
@@ -318,47 +277,20 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
         self._seen: list[Seen] = []
-        self._accepted = 0
         self._stopping = threading.Event()
         self._server = _Server(self)
         self.port: int = self._server.server_address[1]
-        self._thread: threading.Thread | None = None
+        self._serving = Serving(self._server, f"fault-proxy-{self.port}", self._stopping,
+                                self._abort)
 
     @property
     def url(self) -> str:
         """``http://127.0.0.1:<port>`` (no trailing slash)."""
         return f"http://127.0.0.1:{self.port}"
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> FaultProxy:
-        """Serve in a daemon thread (idempotent); returns ``self``."""
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._server.serve_forever,
-                                                kwargs={"poll_interval": _POLL_S}, daemon=True,
-                                                name=f"fault-proxy-{self.port}")  # fmt: skip
-                self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and end every connection, dripping and stalled ones included."""
-        deadline = time.monotonic() + _STOP_JOIN_S
-        self._stopping.set()
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._server.shutdown()
-            thread.join(max(0.0, deadline - time.monotonic()))
+    def _abort(self, deadline: float) -> None:
         self._server.server_close()
-        self._server.abort_all(deadline)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
-        self.stop()
+        self._server.abort(deadline)
 
     # ------------------------------------------------------------------ rules
 
@@ -396,7 +328,7 @@ class FaultProxy:
     def connections(self) -> int:
         """How many TCP connections were accepted so far."""
         with self._server.lock:
-            return self._accepted
+            return self._server.accepted
 
     @property
     def seen(self) -> list[Seen]:

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Callable, Generic, Optional, TypeVar, Union
 
+from edge_provision import deadline
 from edge_provision.agent.store import Phase, State, Store
 from edge_provision.clock import iso
 from edge_provision.errors import EdgeProvisionError, Reason, TransientError
@@ -151,8 +152,14 @@ class StepRunner:
         self._journal = True
 
     def perform(self, ctx: C, spec: StepDef[C]) -> None:
-        """Announce ``spec``'s step (journalled first), run it, report its outcome."""
+        """Announce ``spec``'s step (journalled first), run it, report its outcome.
+
+        A run past its deadline (:func:`edge_provision.deadline.current`) stops here.
+        """
         self.step, self._journal = spec.step, spec.journal
+        due = deadline.current()
+        if due is not None and due.expired():
+            raise due.error(f"before step {spec.step.value}")
         first = spec.begin(ctx)
         if isinstance(first, Outcome):
             self._finish(first)

@@ -1,0 +1,127 @@
+"""Enrollment on a hostile network: the real lab server behind the fault proxy.
+
+In-process runs go through the composition root (``wiring.run_enroll``); the command
+line runs are real ``edge-provision enroll --json`` processes, bounded in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _agent_lab import agent_env, agent_settings, lab_total
+from _daemon_util import cli
+
+from edge_provision.agent import wiring
+from edge_provision.agent.store import Phase, Store
+from edge_provision.errors import (
+    EXIT_TEMPFAIL,
+    Reason,
+    RetryClass,
+    ServiceUnavailable,
+)
+from edge_provision.lab.server import RunningLabServer
+from edge_provision.settings import AgentSettings
+from edge_provision.testing import Fault, FaultProxy
+
+EXT_ID = "02:42:ac:11:00:27"
+EXT_KEY = "fault-campaign-external-key"
+IDENTITY = (EXT_ID, EXT_KEY)
+LOOKUP = f"/things/bootstrap/{EXT_ID}"
+RUN_S = 60  # bound on any one command line run in these tests
+
+
+@pytest.fixture
+def proxy(lab: RunningLabServer) -> Iterator[FaultProxy]:
+    """The hostile network between the agent and the lab server."""
+    with FaultProxy(lab.url) as p:
+        yield p
+
+
+def _settings(tmp_path: Path, url: str, **flags: object) -> AgentSettings:
+    return agent_settings(tmp_path, url, IDENTITY, **flags)
+
+
+def _env(tmp_path: Path, url: str, **extra: str) -> dict[str, str]:
+    return agent_env(tmp_path, url, IDENTITY, **extra)
+
+
+def _enroll_cli(env: dict[str, str]) -> tuple[int, dict[str, object], str]:
+    """``enroll --json`` as a process: (exit code, JSON document, stderr)."""
+    done = subprocess.run(cli("enroll", "--json"), env=env, capture_output=True, text=True,
+                          timeout=RUN_S, check=False)  # fmt: skip
+    return done.returncode, json.loads(done.stdout or "{}"), done.stderr
+
+
+def _lock_is_free(state_dir: Path) -> bool:
+    """Whether another process can take the state lock at once."""
+    code = ("import sys; from edge_provision.agent.store import Store\n"
+            f"with Store({str(state_dir)!r}).lock(blocking=False): sys.exit(0)")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=RUN_S,
+                          check=False).returncode == 0  # fmt: skip
+
+
+def _lab_things(lab: RunningLabServer, tmp_path: Path) -> int:
+    return lab_total(lab.url, tmp_path / "lab")
+
+
+# --------------------------------------------------------------------------- row 1: deadlines
+
+
+def test_a_dripping_lookup_ends_the_run_at_its_deadline(tmp_path: Path,
+                                                        proxy: FaultProxy) -> None:
+    """Drip at 5 bytes/s, request deadline 30 s: the 2 s run deadline ends it, lock free."""
+    proxy.set(Fault.DRIP, interval_s=0.2)
+    settings = _settings(tmp_path, proxy.url, request_deadline_s=30, run_deadline_s=2)
+    with pytest.raises(ServiceUnavailable) as info:
+        wiring.run_enroll(settings)
+    assert info.value.reason is Reason.DEADLINE and info.value.step == "lookup"
+    assert "2 s enroll run deadline (agent.run_deadline)" in str(info.value)
+    state = Store(tmp_path / "agent").load_state()
+    assert state.phase is Phase.UNPROVISIONED and state.last_error is not None
+    assert _lock_is_free(tmp_path / "agent")
+
+
+def test_enroll_command_on_a_dripping_server_exits_75_and_frees_the_lock(
+        tmp_path: Path, lab: RunningLabServer, proxy: FaultProxy) -> None:  # fmt: skip
+    """The command ends with exit 75 and a transient JSON error; the next run enrolls."""
+    proxy.set(Fault.DRIP, interval_s=0.5)
+    env = _env(tmp_path, proxy.url, EDGE_PROVISION_REQUEST_DEADLINE="1.5",
+               EDGE_PROVISION_RUN_DEADLINE="20s")
+    code, doc, _ = _enroll_cli(env)
+    assert code == EXIT_TEMPFAIL
+    error = doc["error"]
+    assert isinstance(error, dict)
+    assert (error["retry_class"], error["reason"], error["step"]) == (
+        RetryClass.TRANSIENT.value, Reason.DEADLINE.value, "lookup")
+    assert "server.request_deadline_s" in str(error["message"])
+    assert _lock_is_free(tmp_path / "agent")
+    proxy.set(Fault.PASS)
+    code, doc, _ = _enroll_cli(env)
+    assert code == 0 and doc["changed"] is True and _lab_things(lab, tmp_path) == 1
+
+
+def test_a_hook_that_hangs_is_ended_by_the_backstop(tmp_path: Path, lab: RunningLabServer,
+                                                    proxy: FaultProxy) -> None:
+    """What nothing can interrupt (a hung hand-off hook) is ended just after the deadline."""
+    hook, pid_file = tmp_path / "hang.sh", tmp_path / "hook.pid"
+    hook.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 30\n")
+    hook.chmod(0o755)
+    env = _env(tmp_path, proxy.url, EDGE_PROVISION_RUN_DEADLINE="2s",
+               EDGE_PROVISION_HOOK_COMMANDS=str(hook), EDGE_PROVISION_HOOK_TIMEOUT="1m")
+    try:
+        code, _, stderr = _enroll_cli(env)
+    finally:  # the hook outlives the process the backstop ended: end it here
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert code == EXIT_TEMPFAIL
+    assert "did not stop at its 2 s deadline (agent.run_deadline)" in stderr
+    assert _lock_is_free(tmp_path / "agent")
+    assert Store(tmp_path / "agent").current_generation() is not None  # the switch was made
