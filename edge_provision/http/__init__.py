@@ -20,7 +20,10 @@ TLS: server certificate not trusted, client cert       ``Unauthorized``
 refused
 TLS: plain HTTP port spoken to with https://           ``Rejected``
 other TLS failures (handshake cut short)               ``ServiceUnavailable``
-body over the size cap, unexpected 1xx/2xx/3xx         ``ProtocolError``
+not the protocol's answer: a body over the size cap,   ``BadReply`` (transient:
+not JSON where JSON is due (``HttpResponse.json``),    a captive portal, a proxy)
+undecodable, a redirect to another host
+a redirect on the same host, unexpected 1xx/2xx        ``ProtocolError``
 =====================================================  =========================
 
 Every request has a deadline for the whole of it -- connect, headers and body --
@@ -48,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Callable, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import requests.auth
@@ -59,7 +62,9 @@ from edge_provision import __version__
 from edge_provision.deadline import Deadline
 from edge_provision.deadline import current as run_deadline
 from edge_provision.errors import (
+    BadReply,
     ConfigError,
+    EdgeProvisionError,
     ProtocolError,
 )
 from edge_provision.http._abort import DeadlineAdapter, Guard
@@ -144,15 +149,35 @@ class HttpResponse:
         return None
 
     def json(self) -> object:
-        """The body parsed as JSON; :class:`ProtocolError` if it is not JSON."""
+        """The body parsed as JSON; :class:`BadReply` (transient) if it is not JSON."""
         try:
             return json.loads(self.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ProtocolError(
-                f"{self.url}: HTTP {self.status} reply is not valid JSON "
-                f"({len(self.body)} bytes, Content-Type {self.header('Content-Type')!r}); "
-                "is the URL pointing at the right service?"
-            ) from exc
+            raise self.not_the_answer("JSON") from exc
+
+    @property
+    def is_html(self) -> bool:
+        """Whether the reply says it is an HTML page (what captive portals and proxies serve)."""
+        return "html" in (self.header("Content-Type") or "").lower()
+
+    def not_the_answer(self, wanted: str) -> BadReply:
+        """The error for a body that is not ``wanted``: most likely not the platform's answer.
+
+        An HTML page is what a captive portal or a proxy serves; JSON that does not parse
+        was cut short on the way. The body itself is never quoted (it may hold secrets).
+        """
+        content_type = self.header("Content-Type")
+        if self.is_html:
+            cause = ("an HTML page: a captive portal, a proxy or a login page answered instead "
+                     "of the platform")  # fmt: skip
+        else:
+            cause = "cut short on the way, or not the platform's answer"
+        return BadReply(
+            f"{self.url}: the HTTP {self.status} reply is not {wanted} ({len(self.body)} bytes, "
+            f"Content-Type {content_type!r}): {cause}",
+            hint="check the network between this gateway and the platform (captive portal, "
+                 "proxy) and that the URL points at the service; the daemon retries",
+        )
 
     def json_object(self) -> dict[str, object]:
         """The body parsed as a JSON object; :class:`ProtocolError` otherwise."""
@@ -435,11 +460,7 @@ class HttpClient:
             elapsed_ms,
         )
         if 300 <= raw.status_code <= 399:
-            location = raw.headers.get("Location", "?")
-            raise ProtocolError(
-                f"{method} {url}: HTTP {raw.status_code}: redirected to {location}; "
-                "configure the final URL (redirects are not followed)"
-            )
+            raise _redirect_error(method, url, raw.status_code, raw.headers.get("Location"))
         return HttpResponse(
             status=raw.status_code,
             headers=CaseInsensitiveDict(raw.headers),
@@ -461,9 +482,9 @@ class HttpClient:
         """Read the body within the size cap (streamed; gzip is counted decoded)."""
         declared = raw.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            raise ProtocolError(
+            raise BadReply(
                 f"{method} {url}: response larger than {self._max_body} bytes "
-                f"(Content-Length {declared})"
+                f"(Content-Length {declared}); not what the platform sends"
             )
         chunks: list[bytes] = []
         size = 0
@@ -471,11 +492,12 @@ class HttpClient:
             for chunk in raw.iter_content(_CHUNK):
                 size += len(chunk)
                 if size > self._max_body:
-                    raise ProtocolError(
-                        f"{method} {url}: response larger than {self._max_body} bytes"
+                    raise BadReply(
+                        f"{method} {url}: response larger than {self._max_body} bytes; not "
+                        "what the platform sends"
                     )
                 chunks.append(chunk)
-        except ProtocolError:
+        except BadReply:
             raise
         except Exception as exc:
             translated = self._failure(exc, url, method, timeout, deadline, guard)
@@ -483,3 +505,18 @@ class HttpClient:
                 raise
             raise translated from exc
         return b"".join(chunks)
+
+
+def _redirect_error(method: str, url: str, status: int, location: str | None) -> EdgeProvisionError:
+    """A redirect to another host is someone else answering (transient); on the same host,
+    the configured URL is not the final one (a setting to fix)."""
+    target = urljoin(url, location) if location else ""
+    if not target or urlsplit(target).netloc.lower() != urlsplit(url).netloc.lower():
+        return BadReply(
+            f"{method} {url}: HTTP {status}: redirected to another host ({location or 'nowhere'});"
+            " a captive portal or a proxy answered instead of the platform"
+        )
+    return ProtocolError(
+        f"{method} {url}: HTTP {status}: redirected to {location}; configure the final URL "
+        "(redirects are not followed)"
+    )

@@ -16,6 +16,7 @@ import requests
 
 from edge_provision.errors import (
     AlreadyProvisioned,
+    BadReply,
     ConfigError,
     ProtocolError,
     ProvisioningError,
@@ -169,7 +170,7 @@ def error_for_exception(exc: Exception, url: str, method: str, timeout: Timeout)
             f"{where}: the connection broke while reading the reply (incomplete body)"
         )
     if isinstance(exc, requests.exceptions.ContentDecodingError):
-        return ProtocolError(f"{where}: the reply body could not be decoded ({_short(str(exc))})")
+        return BadReply(f"{where}: the reply body could not be decoded ({_short(str(exc))})")
     if isinstance(exc, requests.exceptions.ConnectionError):
         return ServiceUnavailable(f"{where}: cannot reach the server ({_short(str(exc))})")
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):

@@ -20,9 +20,9 @@ from edge_provision.agent.store import Phase, Store
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.errors import (
     AlreadyProvisioned,
+    BadReply,
     CertificateError,
     MqttAuthError,
-    ProtocolError,
     Reason,
     Rejected,
     ServiceUnavailable,
@@ -291,11 +291,10 @@ def test_truncated_bootstrap_body_is_transient(tmp_path: Path, server: FakeServe
     assert Store(tmp_path / "agent").list_generations() == ()
 
 
-def test_oversized_bootstrap_body_is_a_protocol_error(tmp_path: Path,
-                                                      server: FakeServer) -> None:
-    """A reply over the size cap is refused (ProtocolError), nothing stored."""
+def test_oversized_bootstrap_body_is_a_bad_reply(tmp_path: Path, server: FakeServer) -> None:
+    """A reply over the size cap is refused (a transient BadReply), nothing stored."""
     server.add("GET", LOOKUP, Reply(200, body=b"x" * (2 * 1024 * 1024)))
-    with pytest.raises(ProtocolError):
+    with pytest.raises(BadReply):
         run(make_settings(tmp_path, server))
     assert Store(tmp_path / "agent").list_generations() == ()
 

@@ -23,6 +23,7 @@ from edge_provision.agent import wiring
 from edge_provision.agent.store import Phase, Store
 from edge_provision.errors import (
     EXIT_TEMPFAIL,
+    BadReply,
     Reason,
     RetryClass,
     ServiceUnavailable,
@@ -125,3 +126,36 @@ def test_a_hook_that_hangs_is_ended_by_the_backstop(tmp_path: Path, lab: Running
     assert "did not stop at its 2 s deadline (agent.run_deadline)" in stderr
     assert _lock_is_free(tmp_path / "agent")
     assert Store(tmp_path / "agent").current_generation() is not None  # the switch was made
+
+
+# --------------------------------------------------------------------------- row 2: bad replies
+
+GARBAGE = [Fault.HTML, Fault.TRUNCATED_JSON, Fault.OVERSIZED, Fault.REDIRECT]
+
+
+@pytest.mark.parametrize("fault", GARBAGE, ids=lambda f: f.value)
+def test_garbage_makes_enroll_wait_and_retry_not_give_up(tmp_path: Path, lab: RunningLabServer,
+                                                         proxy: FaultProxy,
+                                                         fault: Fault) -> None:  # fmt: skip
+    """A captive portal and friends: transient, phase unprovisioned, retried with backoff."""
+    proxy.set(fault, size=3 * 1024 * 1024)
+    settings = _settings(tmp_path, proxy.url)
+    with pytest.raises(BadReply) as info:
+        wiring.run_enroll(settings)
+    assert info.value.retry_class is RetryClass.TRANSIENT and info.value.step == "lookup"
+    state = Store(tmp_path / "agent").load_state()
+    assert state.phase is Phase.UNPROVISIONED and state.counters.get("permanent_failures", 0) == 0
+    proxy.set(Fault.PASS)
+    assert wiring.run_enroll(settings).changed and _lab_things(lab, tmp_path) == 1
+
+
+def test_enroll_command_behind_a_captive_portal_exits_75(tmp_path: Path,
+                                                         proxy: FaultProxy) -> None:
+    """Exit 75 and a JSON error whose retry class is transient (the daemon backs off)."""
+    proxy.set(Fault.HTML)
+    code, doc, _ = _enroll_cli(_env(tmp_path, proxy.url))
+    assert code == EXIT_TEMPFAIL
+    error = doc["error"]
+    assert isinstance(error, dict)
+    assert (error["kind"], error["retry_class"], error["reason"]) == (
+        "BadReply", "transient", "bad-reply")

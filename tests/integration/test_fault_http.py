@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from edge_provision import deadline
-from edge_provision.errors import Reason, RetryClass, ServiceUnavailable
-from edge_provision.http import HttpClient
+from edge_provision.crypto import bootstrap_cipher
+from edge_provision.errors import BadReply, ProtocolError, Reason, RetryClass, ServiceUnavailable
+from edge_provision.http import AuthScheme, HttpClient
+from edge_provision.platform import BootstrapClient, CertsClient, ProvisionClient
 from edge_provision.testing import FakeServer, Fault, FaultProxy, Reply, ThrowawayCA
 
 BOOTSTRAP = {"mainflux_id": "t-1", "mainflux_key": "k-1", "content": "{}",
@@ -82,3 +84,77 @@ def test_https_stall_hits_the_request_deadline(tmp_path: Path) -> None:
               pytest.raises(ServiceUnavailable) as info):
             http.request("GET", LOOKUP)
     assert info.value.reason is Reason.DEADLINE
+
+
+# --------------------------------------------------------------------------- row 2: bad replies
+
+GARBAGE = [Fault.HTML, Fault.TRUNCATED_JSON, Fault.OVERSIZED, Fault.REDIRECT]
+
+
+@pytest.mark.parametrize("fault", GARBAGE, ids=lambda f: f.value)
+def test_garbage_for_the_device_lookup_is_a_transient_bad_reply(
+        server: FakeServer, fault_proxy: FaultProxy, fault: Fault) -> None:  # fmt: skip
+    """Captive portal, cut JSON, a body over the cap, a redirect elsewhere: back off, retry."""
+    fault_proxy.set(fault, size=3 * 1024 * 1024)
+    with (HttpClient(fault_proxy.url) as http,
+          pytest.raises(BadReply) as info):
+        BootstrapClient(http).fetch("02:42:ac:11:00:07", "key")
+    assert info.value.retry_class is RetryClass.TRANSIENT and info.value.exit_code == 75
+    assert info.value.reason is Reason.BAD_REPLY
+
+
+@pytest.mark.parametrize("fault", GARBAGE, ids=lambda f: f.value)
+def test_garbage_for_the_mapping_is_a_transient_bad_reply(
+        server: FakeServer, fault_proxy: FaultProxy, fault: Fault) -> None:  # fmt: skip
+    """The same for POST /mapping (nothing reaches the platform)."""
+    fault_proxy.set(fault, size=3 * 1024 * 1024)
+    with (HttpClient(fault_proxy.url) as http,
+          pytest.raises(BadReply)):
+        ProvisionClient(http, token="t", auth_scheme=AuthScheme.MODERN).create_mapping("e", "k")
+    assert server.requests == []
+
+
+def test_a_captive_portal_says_what_it_probably_is(fault_proxy: FaultProxy) -> None:
+    """The message names the content type and the likely cause; no HTML is dumped."""
+    fault_proxy.set(Fault.HTML)
+    with HttpClient(fault_proxy.url) as http, pytest.raises(BadReply) as info:
+        http.request("GET", LOOKUP).json()
+    text = str(info.value)
+    assert "text/html" in text and "captive portal" in text and "<html" not in text.lower()
+
+
+def test_a_redirect_on_the_same_host_is_a_setting_to_fix(server: FakeServer) -> None:
+    """http -> same host elsewhere: the configured URL is wrong (needs a person), not the net."""
+    server.add("GET", "/health", Reply(301, headers={"Location": f"{server.url}/v1/health"}))
+    with HttpClient(server.url) as http, pytest.raises(ProtocolError) as info:
+        http.request("GET", "/health")
+    assert info.value.retry_class is RetryClass.NEEDS_PERSON
+    assert "configure the final URL" in str(info.value)
+
+
+def test_a_captive_portal_on_the_secure_endpoint_is_not_a_wrong_key(server: FakeServer) -> None:
+    """An HTML page is not decrypted into "the encryption key differs"."""
+    server.add("GET", "/things/bootstrap/secure/gw-1",
+               Reply(200, body=b"<html><body>Sign in</body></html>",
+                     headers={"Content-Type": "text/html"}))  # fmt: skip
+    key = bootstrap_cipher.parse_encrypt_key(bootstrap_cipher.DEFAULT_ENCRYPT_KEY_HEX)
+    with (HttpClient(server.url) as http,
+          pytest.raises(BadReply)):
+        BootstrapClient(http, encrypt_key=key).fetch("gw-1", "key", secure=True)
+
+
+def test_a_captive_portal_health_page_does_not_turn_csr_off(server: FakeServer) -> None:
+    """GET /health answered by a portal is a bad reply, not "this server signs no CSRs"."""
+    server.add("GET", "/health", Reply(200, body=b"<html>portal</html>",
+                                       headers={"Content-Type": "text/html"}))  # fmt: skip
+    with HttpClient(server.url) as http, pytest.raises(BadReply):
+        CertsClient(http).supports_csr()
+
+
+def test_a_reset_mid_body_is_transient(server: FakeServer, fault_proxy: FaultProxy) -> None:
+    """The platform answered, the connection broke: transient (ServiceUnavailable)."""
+    server.add("GET", LOOKUP, Reply(json=BOOTSTRAP))
+    fault_proxy.set(Fault.RESET_MID_BODY)
+    with HttpClient(fault_proxy.url) as http, pytest.raises(ServiceUnavailable) as info:
+        http.request("GET", LOOKUP)
+    assert info.value.retry_class is RetryClass.TRANSIENT

@@ -10,6 +10,7 @@ import pytest
 
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.errors import (
+    BadReply,
     ConfigError,
     ProtocolError,
     Reason,
@@ -240,7 +241,6 @@ def test_server_error_is_transient(server: FakeServer, http: HttpClient) -> None
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"not json", "not valid JSON"),
         (b"[]", "expected a JSON object"),
         (json.dumps({"mainflux_key": THING_KEY}).encode(), "missing 'mainflux_id' or 'thing_id'"),
         (
@@ -259,6 +259,13 @@ def test_malformed_replies(server: FakeServer, http: HttpClient, body: bytes, me
     """Unusable 200 bodies are ProtocolErrors that say what is wrong."""
     server.add("GET", PATH, Reply(body=body, headers={"Content-Type": "application/json"}))
     with pytest.raises(ProtocolError, match=message):
+        _modern(http).fetch(EXT_ID, EXT_KEY)
+
+
+def test_a_reply_that_is_not_json_is_a_bad_reply(server: FakeServer, http: HttpClient) -> None:
+    """A 200 body that is not JSON at all is not the platform's answer: transient."""
+    server.add("GET", PATH, Reply(body=b"not json", headers={"Content-Type": "application/json"}))
+    with pytest.raises(BadReply, match="reply is not JSON"):
         _modern(http).fetch(EXT_ID, EXT_KEY)
 
 

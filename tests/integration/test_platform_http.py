@@ -13,6 +13,7 @@ import pytest
 
 from edge_provision.errors import (
     AlreadyProvisioned,
+    BadReply,
     ProtocolError,
     Rejected,
     ServiceUnavailable,
@@ -138,7 +139,7 @@ def test_unexpected_success_status_is_protocol_error(
 def test_redirect_not_followed(server: FakeServer, client: HttpClient) -> None:
     """Redirects are reported, not followed (no credential leaks to another URL)."""
     server.add("POST", "/mapping", Reply(status=307, headers={"Location": "http://elsewhere/"}))
-    with pytest.raises(ProtocolError, match="redirected to http://elsewhere/"):
+    with pytest.raises(BadReply, match=r"redirected to another host \(http://elsewhere/\)"):
         client.request("POST", "/mapping", json_body={}, expected={201})
     assert len(server.requests) == 1
 
@@ -182,7 +183,7 @@ def test_oversized_body_by_content_length(server: FakeServer) -> None:
     server.add("GET", "/big", Reply(body=b"x" * 2048))
     with (
         HttpClient(server.url, max_body_bytes=1024) as c,
-        pytest.raises(ProtocolError, match="response larger than 1024 bytes"),
+        pytest.raises(BadReply, match="response larger than 1024 bytes"),
     ):
         c.request("GET", "/big")
 
@@ -194,16 +195,16 @@ def test_oversized_body_after_decompression(server: FakeServer) -> None:
     server.add("GET", "/bomb", Reply(body=bomb, headers={"Content-Encoding": "gzip"}))
     with (
         HttpClient(server.url, max_body_bytes=4096) as c,
-        pytest.raises(ProtocolError, match="response larger than 4096 bytes"),
+        pytest.raises(BadReply, match="response larger than 4096 bytes"),
     ):
         c.request("GET", "/bomb")
 
 
 def test_non_json_body(server: FakeServer, client: HttpClient) -> None:
-    """A 200 that is not JSON raises ProtocolError from .json()."""
+    """A 200 that is not JSON raises a transient BadReply from .json()."""
     server.add("GET", "/x", Reply(body=b"<html>hi</html>", headers={"Content-Type": "text/html"}))
     resp = client.request("GET", "/x")
-    with pytest.raises(ProtocolError, match="not valid JSON"):
+    with pytest.raises(BadReply, match="reply is not JSON"):
         resp.json()
 
 

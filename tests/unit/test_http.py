@@ -10,6 +10,7 @@ import pytest
 
 from edge_provision.errors import (
     AlreadyProvisioned,
+    BadReply,
     ConfigError,
     ProtocolError,
     ProvisioningError,
@@ -146,14 +147,14 @@ def test_415_names_the_content_type() -> None:
 
 
 def test_response_json_helpers() -> None:
-    """HttpResponse.json parses, json_object insists on an object, errors are ProtocolError."""
+    """HttpResponse.json parses (not JSON: a transient BadReply), json_object wants an object."""
     ok = HttpResponse(200, {"content-type": "application/json"}, b'{"a": 1}', URL)
     assert ok.json_object() == {"a": 1}
     assert ok.header("Content-Type") == "application/json"
     assert ok.header("missing") is None
     with pytest.raises(ProtocolError, match="JSON object"):
         HttpResponse(200, {}, b"[1]", URL).json_object()
-    with pytest.raises(ProtocolError, match="not valid JSON"):
+    with pytest.raises(BadReply, match="reply is not JSON"):
         HttpResponse(200, {}, b"<html>", URL).json()
     assert HttpResponse(404, {}, b'{"error": "nope"}', URL).error_text == "nope"
     assert HttpResponse(404, {}, b"nope", URL).error_text is None

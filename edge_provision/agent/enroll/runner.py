@@ -28,7 +28,7 @@ from typing import Callable, Generic, Optional, TypeVar, Union
 from edge_provision import deadline
 from edge_provision.agent.store import Phase, State, Store
 from edge_provision.clock import iso
-from edge_provision.errors import EdgeProvisionError, Reason, TransientError
+from edge_provision.errors import EdgeProvisionError, Reason, RetryClass, TransientError
 
 __all__ = [
     "HINTS",
@@ -218,9 +218,10 @@ class StepRunner:
         self._announce(StepEvent(self.step, StepStatus.FAILED, str(exc)))
         try:
             has_current = self.store.current_generation() is not None
-            if isinstance(exc, TransientError):
+            if exc.retry_class is RetryClass.TRANSIENT:
                 phase = Phase.PROVISIONED if has_current else Phase.UNPROVISIONED
-                next_at = now + timedelta(seconds=exc.retry_after_s or 0.0)
+                wait = exc.retry_after_s if isinstance(exc, TransientError) else None
+                next_at = now + timedelta(seconds=wait or 0.0)
                 counter = "transient_failures"
             else:
                 phase = Phase.PROVISIONED if has_current else Phase.FAILED_PERMANENT
