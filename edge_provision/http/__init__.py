@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Callable, Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 import requests.auth
@@ -87,6 +87,7 @@ __all__ = [
     "auth_headers",
     "error_for_status",
     "parse_retry_after",
+    "path_segment",
 ]
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,21 @@ class Credential:
 
     kind: AuthKind
     secret: str = field(repr=False)
+
+
+def path_segment(value: str, what: str = "a path segment") -> str:
+    """``value`` percent-encoded as exactly one URL path segment (every client uses this).
+
+    Everything but unreserved characters, ``:`` and ``@`` is encoded (``/``, ``?``, ``#``,
+    ``%``, spaces, non-ASCII). ``''``, ``'.'`` and ``'..'`` are refused with a
+    :class:`ConfigError`: no encoding carries them (servers resolve ``%2E`` like ``.``), and
+    ``..`` would address another resource.
+    """
+    if value in ("", ".", ".."):
+        raise ConfigError(
+            f"{what} {value!r} cannot be one URL path segment: it must not be empty, '.' or '..'"
+        )
+    return quote(value, safe=":@")
 
 
 def auth_headers(kind: AuthKind, secret: str, scheme: AuthScheme) -> dict[str, str]:

@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.errors import ConfigError, ProtocolError, Reason, Unauthorized
-from edge_provision.http import AuthScheme, Credential, HttpClient, HttpResponse
+from edge_provision.http import AuthScheme, Credential, HttpClient, HttpResponse, path_segment
 from edge_provision.platform.models import (
     PlatformChannel,
     PlatformThing,
@@ -95,9 +94,7 @@ class BootstrapClient:
         ``external_key`` does not match it, ``ProtocolError`` for an unreadable
         answer, ``ServiceUnavailable`` for network and server trouble.
         """
-        if not external_id:
-            raise ConfigError("external_id must not be empty")
-        segment = quote(external_id, safe=":@")
+        segment = path_segment(external_id, "external_id")
         if secure:
             if self._encrypt_key is None:
                 raise ConfigError(

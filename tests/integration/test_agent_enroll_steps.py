@@ -22,6 +22,7 @@ from edge_provision.errors import (
     AlreadyProvisioned,
     BadReply,
     CertificateError,
+    IdentityError,
     MqttAuthError,
     Reason,
     Rejected,
@@ -420,3 +421,29 @@ def test_no_secret_reaches_the_log(tmp_path: Path, server: FakeServer,
     assert caplog.records
     for secret in (EXT_KEY, TOKEN, THING["key"]):
         assert secret not in text
+
+
+@pytest.mark.parametrize("bad", [".", "..", "gw/1", "gw\x00", "gw\u202e1", "gw\x851"])
+def test_an_id_that_cannot_travel_as_one_path_segment_is_refused(tmp_path: Path,
+                                                                 server: FakeServer,
+                                                                 bad: str) -> None:  # fmt: skip
+    """Refused before any request, naming where the value came from and the rule (exit 2)."""
+    with pytest.raises(IdentityError) as info:
+        run(make_settings(tmp_path, server, external_id=bad))
+    text = str(info.value)
+    assert "flag --external-id" in text and "one URL path segment" in text
+    assert info.value.exit_code == 2 and server.requests == []
+
+
+def test_a_stored_id_that_cannot_travel_is_refused(tmp_path: Path, server: FakeServer) -> None:
+    """An identity.json edited to '..' names the file; nothing is sent."""
+    state = tmp_path / "agent"
+    state.mkdir(mode=0o700)
+    (state / "identity.json").write_text(json.dumps(
+        {"version": 1, "external_id": "..", "external_key": EXT_KEY, "interface": None,
+         "mac": None, "created": None}))  # fmt: skip
+    (state / "identity.json").chmod(0o600)
+    with pytest.raises(IdentityError) as info:
+        run(make_settings(tmp_path, server, external_id=None))
+    assert "identity.json: 'external_id' '..': it cannot be one URL path segment" in str(info.value)
+    assert server.requests == []

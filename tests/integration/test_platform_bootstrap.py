@@ -367,3 +367,21 @@ def test_no_secret_in_logs(
     for secret in (EXT_KEY, THING_KEY, "heartbeat"):
         assert secret not in caplog.text
     assert EXT_KEY not in str(info.value)
+
+
+def test_the_external_id_is_percent_encoded_as_one_segment(server: FakeServer,
+                                                           http: HttpClient) -> None:
+    """'?', '#', '%' and '/' in an id cannot change the path or start a query."""
+    server.add("GET", "/things/bootstrap/gw%3Fx%23y%25z%2F1",
+               Reply(404, json={"error": "failed to read bootstrap configuration"}))
+    assert _modern(http).fetch("gw?x#y%z/1", EXT_KEY) is None
+    assert [r.path for r in server.requests] == ["/things/bootstrap/gw%3Fx%23y%25z%2F1"]
+
+
+@pytest.mark.parametrize("bad", [".", ".."])
+def test_dot_ids_are_refused_before_sending(server: FakeServer, http: HttpClient,
+                                            bad: str) -> None:
+    """'.' and '..' would fetch another resource ('..' the list of things)."""
+    with pytest.raises(ConfigError, match="one URL path segment"):
+        _modern(http).fetch(bad, EXT_KEY)
+    assert server.requests == []
