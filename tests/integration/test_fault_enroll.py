@@ -23,6 +23,7 @@ from edge_provision.agent import wiring
 from edge_provision.agent.store import Phase, Store
 from edge_provision.errors import (
     EXIT_TEMPFAIL,
+    AlreadyProvisioned,
     BadReply,
     Reason,
     RetryClass,
@@ -159,3 +160,35 @@ def test_enroll_command_behind_a_captive_portal_exits_75(tmp_path: Path,
     assert isinstance(error, dict)
     assert (error["kind"], error["retry_class"], error["reason"]) == (
         "BadReply", "transient", "bad-reply")
+
+
+# --------------------------------------------------------------------------- row 5: 201 + 409
+
+
+def test_a_409_for_a_mapping_that_completed_converges_on_it(tmp_path: Path,
+                                                           lab: RunningLabServer,
+                                                           proxy: FaultProxy) -> None:
+    """The mapping went through, its answer came back as 201 + '409': look up, carry on."""
+    proxy.add(Fault.CONFLICT_201, method="POST", path="/mapping", times=1, forward=True)
+    result = wiring.run_enroll(_settings(tmp_path, proxy.url))
+    assert result.changed and not result.created_mapping and result.generation == 1
+    assert _lab_things(lab, tmp_path) == 1  # one thing-set: the one the lost answer made
+    (mapping,) = [s for s in result.steps if (s.step.value, s.status.value) == ("mapping", "done")]
+    assert "already holds our bootstrap config" in mapping.message
+    state = Store(tmp_path / "agent").load_state()
+    assert not state.mapping_in_flight and state.phase is Phase.PROVISIONED
+    assert [(s.method, s.path) for s in proxy.seen][:3] == [
+        ("GET", LOOKUP), ("POST", "/mapping"), ("GET", LOOKUP)]
+
+
+def test_a_409_the_lookup_confirms_needs_a_person(tmp_path: Path, lab: RunningLabServer,
+                                                  proxy: FaultProxy) -> None:
+    """201 + '409' and still no config for our key: a real conflict (exit 1, needs a person)."""
+    proxy.add(Fault.CONFLICT_201, method="POST", path="/mapping", forward=False)
+    with pytest.raises(AlreadyProvisioned) as info:
+        wiring.run_enroll(_settings(tmp_path, proxy.url))
+    assert info.value.retry_class is RetryClass.NEEDS_PERSON and info.value.exit_code == 1
+    assert "confirmed" in str(info.value) and "original external_key" in str(info.value)
+    state = Store(tmp_path / "agent").load_state()
+    assert state.phase is Phase.FAILED_PERMANENT and not state.mapping_in_flight
+    assert _lab_things(lab, tmp_path) == 0
