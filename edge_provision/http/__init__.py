@@ -16,8 +16,9 @@ connection refused/reset, timeout, truncated body      ``ServiceUnavailable``
 401, 403                                               ``Unauthorized``
 409                                                    ``AlreadyProvisioned``
 other 4xx                                              ``Rejected``
-TLS: server certificate not trusted, client cert       ``Unauthorized``
-refused
+TLS: server certificate not trusted (the reason in      ``Unauthorized``
+full: self-signed, unknown issuer, name mismatch...),  (``Reason.UNTRUSTED``)
+client cert refused
 TLS: plain HTTP port spoken to with https://           ``Rejected``
 other TLS failures (handshake cut short)               ``ServiceUnavailable``
 not the protocol's answer: a body over the size cap,   ``BadReply`` (transient:
@@ -54,7 +55,7 @@ from typing import Callable, Literal
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
-import requests.auth
+import requests.utils
 import urllib3
 from requests.structures import CaseInsensitiveDict
 
@@ -217,13 +218,6 @@ def _check_file(path: Path | None, what: str) -> Path | None:
     return p
 
 
-class _NoNetrcAuth(requests.auth.AuthBase):
-    """Leaves requests untouched; its presence stops ``requests`` from reading ``~/.netrc``."""
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        return r
-
-
 class HttpClient:
     """A JSON-over-HTTP(S) client for one base URL (one ``requests.Session``).
 
@@ -270,10 +264,10 @@ class HttpClient:
         self._session.headers["User-Agent"] = user_agent
         for prefix in ("http://", "https://"):
             self._session.mount(prefix, DeadlineAdapter())
-        # Proxies from the environment (HTTPS_PROXY, NO_PROXY) are honoured; ~/.netrc is
-        # not (it would add credentials of its own), and ``verify`` is passed with every
-        # request so that REQUESTS_CA_BUNDLE cannot override ca_bundle or insecure.
-        self._session.auth = _NoNetrcAuth()
+        # Trust comes from our settings only: with trust_env off, REQUESTS_CA_BUNDLE and
+        # CURL_CA_BUNDLE are not read (nor ~/.netrc, which would add credentials of its own);
+        # proxies from the environment (HTTP(S)_PROXY, NO_PROXY) are looked up per request.
+        self._session.trust_env = False
         self._verify: bool | str = not insecure  # verified unless the explicit lab flag
         if insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -450,6 +444,7 @@ class HttpClient:
                     headers=headers,
                     timeout=timeout,
                     verify=self._verify,
+                    proxies=requests.utils.get_environ_proxies(url),
                     stream=True,
                     allow_redirects=False,
                 )
