@@ -268,6 +268,7 @@ class HttpClient:
         # CURL_CA_BUNDLE are not read (nor ~/.netrc, which would add credentials of its own);
         # proxies from the environment (HTTP(S)_PROXY, NO_PROXY) are looked up per request.
         self._session.trust_env = False
+        self._proxies = requests.utils.get_environ_proxies(self._base_url)
         self._verify: bool | str = not insecure  # verified unless the explicit lab flag
         if insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -444,7 +445,7 @@ class HttpClient:
                     headers=headers,
                     timeout=timeout,
                     verify=self._verify,
-                    proxies=requests.utils.get_environ_proxies(url),
+                    proxies=self._proxies,
                     stream=True,
                     allow_redirects=False,
                 )
