@@ -93,6 +93,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
+def _quiet_cut_headers(record: logging.LogRecord) -> bool:
+    """Drop urllib3's warning (with a traceback) about headers it could not parse: a reply
+    cut mid-headers (by the deadline, or on the way) is reported as our own error."""
+    return not str(record.msg).startswith("Failed to parse headers")
+
+
+logging.getLogger("urllib3.connection").addFilter(_quiet_cut_headers)
+
 DEFAULT_USER_AGENT = f"edge-provision/{__version__}"
 
 AuthKind = Literal["user", "thing"]
