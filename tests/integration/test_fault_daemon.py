@@ -7,10 +7,8 @@ processes, and what the daemon says arrives on a real AF_UNIX notify socket.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from _agent_lab import lab_token
 from _daemon_util import Notify, Procs, cli, daemon_env, stop_daemon
 
@@ -23,25 +21,12 @@ RECOVERY_WAIT_S = 30.0  # bound on waiting for "provisioned" once the network is
 _RETRY = re.compile(r"retry (\d+) in ([0-9.]+) s")
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    """Processes started by the test, ended after it."""
-    with Procs(tmp_path) as p:
-        yield p
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[Notify]:
-    """The daemon's NOTIFY_SOCKET."""
-    with Notify(tmp_path / "notify.sock") as n:
-        yield n
-
-
 def test_captive_portal_for_ten_seconds_then_enrolled_within_the_backoff_cap(
-        tmp_path: Path, lab: RunningLabServer, procs: Procs, notify: Notify) -> None:  # fmt: skip
+        tmp_path: Path, lab: RunningLabServer) -> None:  # fmt: skip
     """Garbage is transient: the daemon backs off (never past the cap, never 'failed') and
     is provisioned at the first attempt after the network recovers."""
-    with FaultProxy(lab.url) as proxy:
+    with (Procs(tmp_path) as procs, Notify(tmp_path / "notify.sock") as notify,
+          FaultProxy(lab.url) as proxy):
         proxy.set(Fault.HTML, for_s=GARBAGE_S)
         env = daemon_env(notify, proxy.url, lab_token(tmp_path / "lab"),
                          EDGE_PROVISION_MQTT_VERIFY="never")  # fmt: skip
