@@ -38,6 +38,7 @@ _HOMES: dict[str, str] = {
     "Daemon": "edge_provision.agent.daemon.supervisor",
     # the error hierarchy
     "AlreadyProvisioned": "edge_provision.errors",
+    "BadReply": "edge_provision.errors",
     "CertificateError": "edge_provision.errors",
     "ConfigError": "edge_provision.errors",
     "EdgeProvisionError": "edge_provision.errors",
@@ -62,6 +63,7 @@ _HOMES: dict[str, str] = {
 __all__ = [
     "AgentSettings",
     "AlreadyProvisioned",
+    "BadReply",
     "CertificateError",
     "ConfigError",
     "Daemon",
@@ -102,6 +104,7 @@ if TYPE_CHECKING:
     from edge_provision.agent.wiring import run_enroll, run_renew
     from edge_provision.errors import (
         AlreadyProvisioned,
+        BadReply,
         CertificateError,
         ConfigError,
         EdgeProvisionError,

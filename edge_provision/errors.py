@@ -20,7 +20,10 @@ on the message text): ``reason`` (a :class:`Reason`, a class default that the ra
 may refine, e.g. ``Unauthorized(..., reason=Reason.KEY_MISMATCH)``), ``step`` (the
 enrollment or renewal step that failed, set by the step runner; ``None`` elsewhere) and
 ``hint`` (what to do, appended to the message). :attr:`EdgeProvisionError.retry_class`
-says whether waiting helps (:class:`RetryClass`).
+says whether waiting helps (:class:`RetryClass`): ``transient`` for every class with
+exit code 75 (the daemon backs off, capped full jitter), ``needs-person`` for the others
+(1, 2, 77: credentials refused, a conflict confirmed by a lookup, invalid settings, a
+local store or certificate that is broken). The table is in ``docs/agent.md``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TEMPFAIL",
     "AlreadyProvisioned",
+    "BadReply",
     "CertificateError",
     "ConfigError",
     "EdgeProvisionError",
@@ -78,6 +82,9 @@ class Reason(str, Enum):
     CONFIG = "config"  # a setting, file or command-line value is wrong
     STORE = "store"  # the local store cannot be read or written
     CERTIFICATE = "certificate"  # a certificate or key is malformed or does not match
+    DEADLINE = "deadline"  # a request or a whole run did not finish within its deadline
+    BAD_REPLY = "bad-reply"  # not the protocol's answer: HTML, cut short, too big, redirected
+    UNTRUSTED = "untrusted"  # the server's TLS certificate failed verification
 
 
 class RetryClass(str, Enum):
@@ -196,6 +203,15 @@ class ProvisioningError(EdgeProvisionError):
 
 class ServiceUnavailable(ProvisioningError, TransientError):
     """Connection refused, timeout, 429, 5xx: the platform is not reachable now."""
+
+
+class BadReply(ServiceUnavailable):
+    """An answer that is not what the protocol says: an HTML page where JSON was due (a
+    captive portal, a proxy's error page), JSON cut short, a body over the size cap, a
+    redirect to another host. Usually something between us and the platform: transient.
+    """
+
+    default_reason = Reason.BAD_REPLY
 
 
 class Unauthorized(ProvisioningError, PermanentError):

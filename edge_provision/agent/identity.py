@@ -80,7 +80,7 @@ _VIRTUAL_NAME = re.compile(
 _MAC_SEPARATED = re.compile(r"[0-9a-fA-F]{2}([:-])(?:[0-9a-fA-F]{2}\1){4}[0-9a-fA-F]{2}")
 _MAC_PLAIN = re.compile(r"[0-9a-fA-F]{12}")
 _PREFIX = re.compile(r"[A-Za-z0-9._~:-]*")
-_ID_FORBIDDEN = re.compile(r"[\s/?#\x00-\x1f\x7f]")
+_ID_FORBIDDEN = re.compile(r"[\s/?#]")
 
 _FIX_HINT = (
     "set the id with --external-id or EDGE_PROVISION_EXTERNAL_ID, or pick an interface "
@@ -384,6 +384,9 @@ def _load_record(state_dir: Path) -> _Record | None:
         value = body.get(key)
         if not isinstance(value, str) or not value:
             raise _corrupt(path, f"{key!r} must be a non-empty string")
+    problem = _id_problem(body["external_id"])
+    if problem is not None:
+        raise _corrupt(path, f"'external_id' {body['external_id']!r}: {problem}")
     return _Record(
         external_id=body["external_id"],
         external_key=body["external_key"],
@@ -404,11 +407,20 @@ def load_identity(state_dir: Path) -> Identity | None:
     )
 
 
-def _check_external_id(value: str) -> str:
-    if _ID_FORBIDDEN.search(value):
+def _id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an external_id (it travels as one URL path segment), or None."""
+    if value in ("", ".", "..") or _ID_FORBIDDEN.search(value) or not value.isprintable():
+        return ("it cannot be one URL path segment: it must not be empty, '.' or '..', nor "
+                "contain '/', '?', '#', whitespace or control characters")  # fmt: skip
+    return None
+
+
+def _check_external_id(value: str, source: str) -> str:
+    problem = _id_problem(value)
+    if problem is not None:
         raise IdentityError(
-            f"invalid external_id {value!r}: it must not contain spaces, control "
-            "characters, '/', '?' or '#'; fix --external-id / EDGE_PROVISION_EXTERNAL_ID"
+            f"invalid external_id {value!r} ({source}): {problem}; fix it there (--external-id, "
+            "EDGE_PROVISION_EXTERNAL_ID or identity.external_id)"
         )
     return value
 
@@ -440,11 +452,14 @@ def resolve_identity(
     prefix: str = "",
     interfaces: Sequence[InterfaceInfo] | None = None,
     persist: bool = True,
+    external_id_source: str = "setting",
 ) -> Identity:
     """Work out (and with ``persist`` store) this gateway's identity.
 
-    Empty strings count as not set. ``interfaces`` defaults to
-    :func:`list_interfaces` and is only consulted when no id is given or stored.
+    Empty strings count as not set; an ``external_id`` that cannot travel as one URL path
+    segment is refused, naming ``external_id_source`` (where the setting came from).
+    ``interfaces`` defaults to :func:`list_interfaces` and is only consulted when no id is
+    given or stored.
     Raises :class:`IdentityError`, or :class:`StoreError` if ``state_dir`` cannot be
     created or locked.
     """
@@ -453,7 +468,7 @@ def resolve_identity(
     external_key = external_key or None
     interface = (interface or "").strip() or None
     if external_id is not None:
-        _check_external_id(external_id)
+        _check_external_id(external_id, external_id_source)
     lock: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if persist:
         fileio.ensure_private_dir(state_dir)
@@ -544,6 +559,7 @@ def identity_for(
         external_key=settings.external_key, interface=settings.interface,
         mac_format=MacFormat(settings.mac_format), prefix=settings.id_prefix,
         interfaces=interfaces, persist=persist,
+        external_id_source=settings.source_of("external_id"),
     )  # fmt: skip
 
 

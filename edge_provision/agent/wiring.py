@@ -4,7 +4,8 @@ The platform clients (one ``HttpClient`` per distinct base URL), the MQTT target
 credential verifier are built here from :class:`~edge_provision.settings.AgentSettings`;
 the adapters they come from take plain values. The use cases the CLI calls --
 :func:`run_enroll`, :func:`run_renew`, :func:`read_status` -- build what they need here
-and write the Prometheus textfile after every enroll/renew run, failed or not.
+and write the Prometheus textfile after every enroll/renew run, failed or not; an
+enroll or renew run ends by its deadline (:func:`run_deadline`).
 
 Top-level imports stay light (store, settings, errors): the daemon's control bridge
 imports this module; the heavy parts (requests, cryptography, paho) load inside the
@@ -19,7 +20,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
+from edge_provision import deadline
 from edge_provision.agent.store import Store
+from edge_provision.deadline import Deadline
 from edge_provision.errors import ConfigError, EdgeProvisionError
 from edge_provision.settings import AgentSettings
 
@@ -37,6 +40,7 @@ __all__ = [
     "build_verifier",
     "mqtt_target",
     "read_status",
+    "run_deadline",
     "run_enroll",
     "run_renew",
     "run_reset",
@@ -80,7 +84,8 @@ def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
         if url not in sessions:
             sessions[url] = HttpClient(
                 url, connect_timeout_s=settings.connect_timeout_s,
-                read_timeout_s=settings.read_timeout_s, ca_bundle=settings.ca_bundle,
+                read_timeout_s=settings.read_timeout_s,
+                request_deadline_s=settings.request_deadline_s, ca_bundle=settings.ca_bundle,
                 client_cert=settings.client_cert, client_key=settings.client_key,
                 insecure=settings.insecure,
             )  # fmt: skip
@@ -123,36 +128,52 @@ def build_verifier(settings: AgentSettings) -> Verifier | None:
                          timeout_s=settings.mqtt_timeout_s)  # fmt: skip
 
 
+def run_deadline(
+    settings: AgentSettings, command: str, *, hard_stop: bool = False
+) -> contextlib.AbstractContextManager[Deadline]:
+    """The deadline of one ``command`` run (``agent.run_deadline``), from now.
+
+    Every request and step inside stops at it; ``hard_stop`` (the commands) adds the
+    backstop that ends the process shortly after it, for what cannot be interrupted.
+    """
+    return deadline.limit(settings.run_deadline_s, f"{command} run", "agent.run_deadline",
+                          on_overrun=deadline.exit_process if hard_stop else None)  # fmt: skip
+
+
 def run_enroll(
     settings: AgentSettings,
     *,
     force: bool = False,
     progress: Callable[[StepEvent], None] | None = None,
+    hard_stop: bool = False,
 ) -> EnrollResult:
-    """Build everything from ``settings`` and run one enrollment."""
+    """Build everything from ``settings`` and run one enrollment within its deadline."""
     from edge_provision.agent.enroll import enroll
 
-    store = build_store(settings)
-    verifier = build_verifier(settings)
-    try:
-        with build_clients(settings) as clients:
-            return enroll(settings, store, clients, verifier=verifier, force=force,
-                          progress=progress)  # fmt: skip
-    finally:
-        write_metrics(settings, store)
+    with run_deadline(settings, "enroll", hard_stop=hard_stop):
+        store = build_store(settings)
+        verifier = build_verifier(settings)
+        try:
+            with build_clients(settings) as clients:
+                return enroll(settings, store, clients, verifier=verifier, force=force,
+                              progress=progress)  # fmt: skip
+        finally:
+            write_metrics(settings, store)
 
 
-def run_renew(settings: AgentSettings, *, force: bool = False) -> RenewResult:
-    """Build the store, clients and verifier from ``settings`` and run one renewal."""
+def run_renew(settings: AgentSettings, *, force: bool = False,
+              hard_stop: bool = False) -> RenewResult:  # fmt: skip
+    """Build the store, clients and verifier from ``settings`` and run one renewal in time."""
     from edge_provision.agent.renew.renewal import renew
 
-    store = build_store(settings)
-    verifier = build_verifier(settings)
-    try:
-        with build_clients(settings) as clients:
-            return renew(settings, store, clients, verifier=verifier, force=force)
-    finally:
-        write_metrics(settings, store)
+    with run_deadline(settings, "renew", hard_stop=hard_stop):
+        store = build_store(settings)
+        verifier = build_verifier(settings)
+        try:
+            with build_clients(settings) as clients:
+                return renew(settings, store, clients, verifier=verifier, force=force)
+        finally:
+            write_metrics(settings, store)
 
 
 def run_reset(settings: AgentSettings) -> ResetResult:

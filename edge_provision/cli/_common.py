@@ -58,6 +58,7 @@ def error_doc(exc: EdgeProvisionError) -> dict[str, object]:
             "message": str(exc),
             "problems": problems,
             "retryable": exc.retryable,
+            "retry_class": exc.retry_class.value,
             "exit_code": exc.exit_code,
             "reason": exc.reason.value,
             "step": exc.step,

@@ -100,7 +100,7 @@ def enroll(obj: CliContext, provision_url: str | None, bootstrap_url: str | None
         token=token, external_id=external_id, external_key=external_key,
         interface=interface, name=name, insecure=insecure, ca_bundle=ca_bundle,
     )  # fmt: skip
-    result = wiring.run_enroll(settings, force=force,
+    result = wiring.run_enroll(settings, force=force, hard_stop=True,
                                progress=None if as_json else ProgressPrinter())  # fmt: skip
     if as_json:
         emit_json(result.to_dict())

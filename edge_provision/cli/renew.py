@@ -33,7 +33,7 @@ def renew(obj: CliContext, force: bool, as_json: bool) -> None:
     """
     from edge_provision.agent import wiring
 
-    result = wiring.run_renew(obj.agent_settings(), force=force)
+    result = wiring.run_renew(obj.agent_settings(), force=force, hard_stop=True)
     if as_json:
         emit_json(result.to_dict())
         return

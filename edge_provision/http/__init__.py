@@ -9,17 +9,30 @@ to get one):
 =====================================================  =========================
 what happened                                          raised
 =====================================================  =========================
+no complete answer by the deadline (see below)         ``ServiceUnavailable``
+                                                       (``Reason.DEADLINE``)
 connection refused/reset, timeout, truncated body      ``ServiceUnavailable``
 429, 5xx (``retry_after_s`` from ``Retry-After``)      ``ServiceUnavailable``
 401, 403                                               ``Unauthorized``
 409                                                    ``AlreadyProvisioned``
 other 4xx                                              ``Rejected``
-TLS: server certificate not trusted, client cert       ``Unauthorized``
-refused
+TLS: server certificate not trusted (the reason in      ``Unauthorized``
+full: self-signed, unknown issuer, name mismatch...),  (``Reason.UNTRUSTED``)
+client cert refused
 TLS: plain HTTP port spoken to with https://           ``Rejected``
 other TLS failures (handshake cut short)               ``ServiceUnavailable``
-body over the size cap, unexpected 1xx/2xx/3xx         ``ProtocolError``
+not the protocol's answer: a body over the size cap,   ``BadReply`` (transient:
+not JSON where JSON is due (``HttpResponse.json``),    a captive portal, a proxy)
+undecodable, a redirect to another host
+a redirect on the same host, unexpected 1xx/2xx        ``ProtocolError``
 =====================================================  =========================
+
+Every request has a deadline for the whole of it -- connect, headers and body --
+``request_deadline_s`` from its start, or the deadline of the run it is part of
+(:func:`edge_provision.deadline.limit`) when that comes sooner. The per-operation
+timeouts (``connect_timeout_s``, ``read_timeout_s``) are cut to the time left, and a
+request still going at its deadline has its connection shut down (:mod:`._abort`): a
+server that drips one byte at a time cannot hold a command.
 
 Request bodies are JSON with ``Content-Type: application/json`` exactly (Mainflux
 Provision and Certs answer 415 to anything else, even ``; charset=utf-8``).
@@ -39,18 +52,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Callable, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
-import requests.auth
+import requests.utils
 import urllib3
 from requests.structures import CaseInsensitiveDict
 
 from edge_provision import __version__
+from edge_provision.deadline import Deadline
+from edge_provision.deadline import current as run_deadline
 from edge_provision.errors import (
+    BadReply,
     ConfigError,
+    EdgeProvisionError,
     ProtocolError,
 )
+from edge_provision.http._abort import DeadlineAdapter, Guard
 from edge_provision.http._errors import (
     JSON_CONTENT_TYPE,
     error_for_exception,
@@ -70,9 +88,19 @@ __all__ = [
     "auth_headers",
     "error_for_status",
     "parse_retry_after",
+    "path_segment",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def _quiet_cut_headers(record: logging.LogRecord) -> bool:
+    """Drop urllib3's warning (with a traceback) about headers it could not parse: a reply
+    cut mid-headers (by the deadline, or on the way) is reported as our own error."""
+    return not str(record.msg).startswith("Failed to parse headers")
+
+
+logging.getLogger("urllib3.connection").addFilter(_quiet_cut_headers)
 
 DEFAULT_USER_AGENT = f"edge-provision/{__version__}"
 
@@ -105,6 +133,21 @@ class Credential:
     secret: str = field(repr=False)
 
 
+def path_segment(value: str, what: str = "a path segment") -> str:
+    """``value`` percent-encoded as exactly one URL path segment (every client uses this).
+
+    Everything but unreserved characters, ``:`` and ``@`` is encoded (``/``, ``?``, ``#``,
+    ``%``, spaces, non-ASCII). ``''``, ``'.'`` and ``'..'`` are refused with a
+    :class:`ConfigError`: no encoding carries them (servers resolve ``%2E`` like ``.``), and
+    ``..`` would address another resource.
+    """
+    if value in ("", ".", ".."):
+        raise ConfigError(
+            f"{what} {value!r} cannot be one URL path segment: it must not be empty, '.' or '..'"
+        )
+    return quote(value, safe=":@")
+
+
 def auth_headers(kind: AuthKind, secret: str, scheme: AuthScheme) -> dict[str, str]:
     """The ``Authorization`` header for ``secret`` (``AUTO`` gives the modern form)."""
     if kind not in _MODERN_PREFIX:
@@ -132,15 +175,35 @@ class HttpResponse:
         return None
 
     def json(self) -> object:
-        """The body parsed as JSON; :class:`ProtocolError` if it is not JSON."""
+        """The body parsed as JSON; :class:`BadReply` (transient) if it is not JSON."""
         try:
             return json.loads(self.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ProtocolError(
-                f"{self.url}: HTTP {self.status} reply is not valid JSON "
-                f"({len(self.body)} bytes, Content-Type {self.header('Content-Type')!r}); "
-                "is the URL pointing at the right service?"
-            ) from exc
+            raise self.not_the_answer("JSON") from exc
+
+    @property
+    def is_html(self) -> bool:
+        """Whether the reply says it is an HTML page (what captive portals and proxies serve)."""
+        return "html" in (self.header("Content-Type") or "").lower()
+
+    def not_the_answer(self, wanted: str) -> BadReply:
+        """The error for a body that is not ``wanted``: most likely not the platform's answer.
+
+        An HTML page is what a captive portal or a proxy serves; JSON that does not parse
+        was cut short on the way. The body itself is never quoted (it may hold secrets).
+        """
+        content_type = self.header("Content-Type")
+        if self.is_html:
+            cause = ("an HTML page: a captive portal, a proxy or a login page answered instead "
+                     "of the platform")  # fmt: skip
+        else:
+            cause = "cut short on the way, or not the platform's answer"
+        return BadReply(
+            f"{self.url}: the HTTP {self.status} reply is not {wanted} ({len(self.body)} bytes, "
+            f"Content-Type {content_type!r}): {cause}",
+            hint="check the network between this gateway and the platform (captive portal, "
+                 "proxy) and that the URL points at the service; the daemon retries",
+        )
 
     def json_object(self) -> dict[str, object]:
         """The body parsed as a JSON object; :class:`ProtocolError` otherwise."""
@@ -164,13 +227,6 @@ def _check_file(path: Path | None, what: str) -> Path | None:
     return p
 
 
-class _NoNetrcAuth(requests.auth.AuthBase):
-    """Leaves requests untouched; its presence stops ``requests`` from reading ``~/.netrc``."""
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        return r
-
-
 class HttpClient:
     """A JSON-over-HTTP(S) client for one base URL (one ``requests.Session``).
 
@@ -184,6 +240,7 @@ class HttpClient:
         *,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 15.0,
+        request_deadline_s: float = 60.0,
         ca_bundle: Path | None = None,
         client_cert: Path | None = None,
         client_key: Path | None = None,
@@ -196,14 +253,15 @@ class HttpClient:
             raise ConfigError(f"{base_url!r}: expected an http:// or https:// URL")
         if parts.query or parts.fragment:
             raise ConfigError(f"{base_url!r}: the base URL must not carry a query or fragment")
-        if connect_timeout_s <= 0 or read_timeout_s <= 0:
-            raise ConfigError("HTTP timeouts must be positive numbers of seconds")
+        if connect_timeout_s <= 0 or read_timeout_s <= 0 or request_deadline_s <= 0:
+            raise ConfigError("HTTP timeouts and deadlines must be positive numbers of seconds")
         if max_body_bytes < 1:
             raise ConfigError("max_body_bytes must be at least 1")
         if (client_cert is None) != (client_key is None) and client_cert is None:
             raise ConfigError("client_key given without client_cert")
         self._base_url = base_url.rstrip("/")
         self._timeout: tuple[float, float] = (float(connect_timeout_s), float(read_timeout_s))
+        self._deadline_s = float(request_deadline_s)
         self._max_body = int(max_body_bytes)
         self._schemes: dict[str, AuthScheme] = {}
         self._lock = threading.Lock()
@@ -213,10 +271,13 @@ class HttpClient:
         self._validate_tls_files(ca, cert, key)
         self._session = requests.Session()
         self._session.headers["User-Agent"] = user_agent
-        # Proxies from the environment (HTTPS_PROXY, NO_PROXY) are honoured; ~/.netrc is
-        # not (it would add credentials of its own), and ``verify`` is passed with every
-        # request so that REQUESTS_CA_BUNDLE cannot override ca_bundle or insecure.
-        self._session.auth = _NoNetrcAuth()
+        for prefix in ("http://", "https://"):
+            self._session.mount(prefix, DeadlineAdapter())
+        # Trust comes from our settings only: with trust_env off, REQUESTS_CA_BUNDLE and
+        # CURL_CA_BUNDLE are not read (nor ~/.netrc, which would add credentials of its own);
+        # proxies from the environment (HTTP(S)_PROXY, NO_PROXY) are looked up per request.
+        self._session.trust_env = False
+        self._proxies = requests.utils.get_environ_proxies(self._base_url)
         self._verify: bool | str = not insecure  # verified unless the explicit lab flag
         if insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -378,27 +439,38 @@ class HttpClient:
         if auth is not None:
             headers.update(auth_headers(auth.kind, auth.secret, scheme))
         started = time.monotonic()
-        try:
-            raw = self._session.request(
-                method,
-                url,
-                data=payload,
-                headers=headers,
-                timeout=self._timeout,
-                verify=self._verify,
-                stream=True,
-                allow_redirects=False,
-            )
-        except Exception as exc:
-            translated = error_for_exception(exc, url, method, self._timeout)
-            if translated is exc:
-                raise
-            logger.debug("http failed method=%s url=%s error=%s", method, url, type(exc).__name__)
-            raise translated from exc
-        try:
-            body = self._read_body(raw, url, method)
-        finally:
-            raw.close()
+        deadline = Deadline.after(self._deadline_s, "request", "server.request_deadline_s")
+        deadline = deadline.sooner(run_deadline())
+        if deadline.expired():
+            raise deadline.error(f"{method} {url}")
+        left = deadline.remaining()
+        timeout = (min(self._timeout[0], left), min(self._timeout[1], left))
+        with Guard(left) as guard:
+            try:
+                raw = self._session.request(
+                    method,
+                    url,
+                    data=payload,
+                    headers=headers,
+                    timeout=timeout,
+                    verify=self._verify,
+                    proxies=self._proxies,
+                    stream=True,
+                    allow_redirects=False,
+                )
+            except Exception as exc:
+                translated = self._failure(exc, url, method, timeout, deadline, guard)
+                if translated is exc:
+                    raise
+                logger.debug("http failed method=%s url=%s error=%s", method, url,
+                             type(exc).__name__)  # fmt: skip
+                raise translated from exc
+            try:
+                body = self._read_body(raw, url, method, timeout, deadline, guard)
+            finally:
+                raw.close()
+            if guard.fired:  # cut short: what arrived may even parse, but it is not the answer
+                raise deadline.error(f"{method} {url}")
         elapsed_ms = (time.monotonic() - started) * 1000.0
         logger.debug(
             "http method=%s url=%s status=%s bytes=%s elapsed_ms=%.1f",
@@ -409,11 +481,7 @@ class HttpClient:
             elapsed_ms,
         )
         if 300 <= raw.status_code <= 399:
-            location = raw.headers.get("Location", "?")
-            raise ProtocolError(
-                f"{method} {url}: HTTP {raw.status_code}: redirected to {location}; "
-                "configure the final URL (redirects are not followed)"
-            )
+            raise _redirect_error(method, url, raw.status_code, raw.headers.get("Location"))
         return HttpResponse(
             status=raw.status_code,
             headers=CaseInsensitiveDict(raw.headers),
@@ -421,13 +489,23 @@ class HttpClient:
             url=url,
         )
 
-    def _read_body(self, raw: requests.Response, url: str, method: str) -> bytes:
+    @staticmethod
+    def _failure(exc: Exception, url: str, method: str, timeout: tuple[float, float],
+                 deadline: Deadline, guard: Guard) -> Exception:  # fmt: skip
+        """The error for a request that failed: the deadline's if that is what ended it."""
+        if guard.fired or deadline.expired():
+            return deadline.error(f"{method} {url}")
+        return error_for_exception(exc, url, method, timeout)
+
+    def _read_body(self, raw: requests.Response, url: str, method: str,
+                   timeout: tuple[float, float], deadline: Deadline,
+                   guard: Guard) -> bytes:  # fmt: skip
         """Read the body within the size cap (streamed; gzip is counted decoded)."""
         declared = raw.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            raise ProtocolError(
+            raise BadReply(
                 f"{method} {url}: response larger than {self._max_body} bytes "
-                f"(Content-Length {declared})"
+                f"(Content-Length {declared}); not what the platform sends"
             )
         chunks: list[bytes] = []
         size = 0
@@ -435,15 +513,31 @@ class HttpClient:
             for chunk in raw.iter_content(_CHUNK):
                 size += len(chunk)
                 if size > self._max_body:
-                    raise ProtocolError(
-                        f"{method} {url}: response larger than {self._max_body} bytes"
+                    raise BadReply(
+                        f"{method} {url}: response larger than {self._max_body} bytes; not "
+                        "what the platform sends"
                     )
                 chunks.append(chunk)
-        except ProtocolError:
+        except BadReply:
             raise
         except Exception as exc:
-            translated = error_for_exception(exc, url, method, self._timeout)
+            translated = self._failure(exc, url, method, timeout, deadline, guard)
             if translated is exc:
                 raise
             raise translated from exc
         return b"".join(chunks)
+
+
+def _redirect_error(method: str, url: str, status: int, location: str | None) -> EdgeProvisionError:
+    """A redirect to another host is someone else answering (transient); on the same host,
+    the configured URL is not the final one (a setting to fix)."""
+    target = urljoin(url, location) if location else ""
+    if not target or urlsplit(target).netloc.lower() != urlsplit(url).netloc.lower():
+        return BadReply(
+            f"{method} {url}: HTTP {status}: redirected to another host ({location or 'nowhere'});"
+            " a captive portal or a proxy answered instead of the platform"
+        )
+    return ProtocolError(
+        f"{method} {url}: HTTP {status}: redirected to {location}; configure the final URL "
+        "(redirects are not followed)"
+    )

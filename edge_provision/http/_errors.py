@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import ssl
 from datetime import datetime, timezone
 from typing import Union
 
@@ -16,9 +17,11 @@ import requests
 
 from edge_provision.errors import (
     AlreadyProvisioned,
+    BadReply,
     ConfigError,
     ProtocolError,
     ProvisioningError,
+    Reason,
     Rejected,
     ServiceUnavailable,
     Unauthorized,
@@ -139,24 +142,7 @@ def error_for_exception(exc: Exception, url: str, method: str, timeout: Timeout)
     """Translate a ``requests``/``urllib3`` failure into our error (the one exception table)."""
     where = f"{method} {url}"
     if isinstance(exc, requests.exceptions.SSLError):
-        text = str(exc)
-        upper = text.upper()
-        if "CERTIFICATE_VERIFY_FAILED" in upper or "HOSTNAME MISMATCH" in upper:
-            return Unauthorized(
-                f"{where}: TLS: the server certificate is not trusted ({_short(text)}); "
-                "pass the platform's CA bundle (ca_bundle) or fix the server certificate"
-            )
-        if "ALERT" in upper and ("CERTIFICATE" in upper or "UNKNOWN CA" in upper):
-            return Unauthorized(
-                f"{where}: TLS: the server refused our client certificate ({_short(text)}); "
-                "check client_cert/client_key and that the server trusts their CA"
-            )
-        if "WRONG_VERSION_NUMBER" in upper or "RECORD LAYER FAILURE" in upper:
-            return Rejected(
-                f"{where}: TLS handshake failed ({_short(text)}); the port probably speaks "
-                "plain HTTP: use an http:// URL"
-            )
-        return ServiceUnavailable(f"{where}: TLS handshake failed ({_short(text)})")
+        return _tls_error(exc, where)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return ServiceUnavailable(f"{where}: no connection within {_connect(timeout):g} s")
     if isinstance(exc, requests.exceptions.Timeout):  # ReadTimeout
@@ -169,7 +155,7 @@ def error_for_exception(exc: Exception, url: str, method: str, timeout: Timeout)
             f"{where}: the connection broke while reading the reply (incomplete body)"
         )
     if isinstance(exc, requests.exceptions.ContentDecodingError):
-        return ProtocolError(f"{where}: the reply body could not be decoded ({_short(str(exc))})")
+        return BadReply(f"{where}: the reply body could not be decoded ({_short(str(exc))})")
     if isinstance(exc, requests.exceptions.ConnectionError):
         return ServiceUnavailable(f"{where}: cannot reach the server ({_short(str(exc))})")
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
@@ -177,6 +163,67 @@ def error_for_exception(exc: Exception, url: str, method: str, timeout: Timeout)
     if isinstance(exc, (requests.exceptions.RequestException, OSError)):
         return ServiceUnavailable(f"{where}: request failed ({_short(str(exc))})")
     return exc
+
+
+_NAME_MISMATCH = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+_TRUST_HINT = (
+    "trust the platform's CA: --ca-bundle, EDGE_PROVISION_CA_BUNDLE or server.ca_bundle in the "
+    "config file (REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE are not read), or fix the server "
+    "certificate"
+)
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The :class:`ssl.SSLError` under a requests/urllib3 error (a verification error first)."""
+    found: ssl.SSLError | None = None
+    pending: list[object] = [exc]
+    seen: set[int] = set()
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return item
+        if isinstance(item, ssl.SSLError) and found is None:
+            found = item
+        pending += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+    return found
+
+
+def _tls_error(exc: requests.exceptions.SSLError, where: str) -> ProvisioningError:
+    """What went wrong in the TLS handshake, with OpenSSL's reason in full."""
+    cause = _ssl_cause(exc)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = cause.verify_message or "certificate verify failed"
+        if cause.verify_code in _NAME_MISMATCH or "mismatch" in reason.lower():
+            return Unauthorized(
+                f"{where}: TLS: the server certificate is not trusted for this host: {reason}",
+                reason=Reason.UNTRUSTED,
+                hint="put the host name (or address) the certificate was issued for in the URL, "
+                     "or have the server certificate issued for the one in the URL",
+            )
+        return Unauthorized(
+            f"{where}: TLS: the server certificate is not trusted: {reason} "
+            f"(verify error {cause.verify_code})",
+            reason=Reason.UNTRUSTED, hint=_TRUST_HINT,
+        )
+    detail = " ".join(str(cause if cause is not None else exc).split())
+    upper = detail.upper()
+    if "CERTIFICATE_VERIFY_FAILED" in upper:
+        return Unauthorized(f"{where}: TLS: the server certificate is not trusted ({detail})",
+                            reason=Reason.UNTRUSTED, hint=_TRUST_HINT)  # fmt: skip
+    if "ALERT" in upper and ("CERTIFICATE" in upper or "UNKNOWN CA" in upper):
+        return Unauthorized(
+            f"{where}: TLS: the server refused our client certificate ({detail}); "
+            "check client_cert/client_key and that the server trusts their CA"
+        )
+    if "WRONG_VERSION_NUMBER" in upper or "RECORD LAYER FAILURE" in upper:
+        return Rejected(
+            f"{where}: TLS handshake failed ({detail}); the port probably speaks "
+            "plain HTTP: use an http:// URL"
+        )
+    return ServiceUnavailable(f"{where}: TLS handshake failed ({detail})")
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -15,10 +15,17 @@ import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Callable, Generic, Protocol, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from edge_provision.errors import EdgeProvisionError, ProtocolError
-from edge_provision.http import AuthScheme, Credential, HttpClient, HttpResponse, error_for_status
+from edge_provision.http import (
+    AuthScheme,
+    Credential,
+    HttpClient,
+    HttpResponse,
+    error_for_status,
+    path_segment,
+)
 
 __all__ = [
     "ERROR_STATUS", "Observer", "OperatorCalls", "OperatorClient", "Page", "TokenSource",
@@ -62,10 +69,8 @@ class Page(Generic[T]):
 
 
 def seg(value: str) -> str:
-    """``value`` escaped as one URL path segment."""
-    if not value:
-        raise ValueError("an id in a URL path must not be empty")
-    return quote(value, safe="")
+    """``value`` escaped as one URL path segment (:func:`edge_provision.http.path_segment`)."""
+    return path_segment(value, "id")
 
 
 def query(params: Mapping[str, object]) -> str:

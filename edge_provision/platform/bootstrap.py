@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.errors import ConfigError, ProtocolError, Reason, Unauthorized
-from edge_provision.http import AuthScheme, Credential, HttpClient, HttpResponse
+from edge_provision.http import AuthScheme, Credential, HttpClient, HttpResponse, path_segment
 from edge_provision.platform.models import (
     PlatformChannel,
     PlatformThing,
@@ -95,9 +94,7 @@ class BootstrapClient:
         ``external_key`` does not match it, ``ProtocolError`` for an unreadable
         answer, ``ServiceUnavailable`` for network and server trouble.
         """
-        if not external_id:
-            raise ConfigError("external_id must not be empty")
-        segment = quote(external_id, safe=":@")
+        segment = path_segment(external_id, "external_id")
         if secure:
             if self._encrypt_key is None:
                 raise ConfigError(
@@ -121,10 +118,13 @@ class BootstrapClient:
             return self._refusal(response, external_id, secure)
         if secure:
             assert self._encrypt_key is not None
+            content_type = (response.header("Content-Type") or "").lower()
+            if content_type.startswith("text/"):  # a page, not a ciphertext: do not decrypt it
+                raise response.not_the_answer("an encrypted bootstrap config")
             plain = bootstrap_cipher.decrypt(self._encrypt_key, response.body)
-            config = _parse_config(plain, response.url, secure=True)
+            config = _config_from(_decrypted_json(plain, response.url), response.url)
         else:
-            config = _parse_config(response.body, response.url, secure=False)
+            config = _config_from(response.json(), response.url)
         logger.info(
             "bootstrap config fetched external_id=%s thing_id=%s channels=%s",
             external_id,
@@ -185,19 +185,18 @@ def _header_form_refused(response: HttpResponse) -> bool:
     return response.status == 404 and "for given" in (response.error_text or "")
 
 
-def _parse_config(body: bytes, url: str, *, secure: bool) -> BootstrapConfig:
-    where = f"{url} reply"
+def _decrypted_json(plain: bytes, url: str) -> object:
     try:
-        data = json.loads(body.decode("utf-8"))
+        return json.loads(plain.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        if secure:
-            raise ProtocolError(
-                f"{where}: the decrypted secure-bootstrap body is not JSON; the encryption "
-                "key differs from the platform's MF_BOOTSTRAP_ENCRYPT_KEY"
-            ) from None
         raise ProtocolError(
-            f"{where}: not valid JSON ({len(body)} bytes); is this the bootstrap service?"
+            f"{url} reply: the decrypted secure-bootstrap body is not JSON; the encryption "
+            "key differs from the platform's MF_BOOTSTRAP_ENCRYPT_KEY"
         ) from None
+
+
+def _config_from(data: object, url: str) -> BootstrapConfig:
+    where = f"{url} reply"
     if not isinstance(data, dict):
         raise ProtocolError(f"{where}: expected a JSON object, got {type(data).__name__}")
     thing_id = _first_str(data, ("mainflux_id", "thing_id"), where, required=True)

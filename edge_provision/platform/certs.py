@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from edge_provision.errors import ProtocolError
+from edge_provision.errors import BadReply, ProtocolError
 from edge_provision.http import AuthScheme, Credential, HttpClient
 from edge_provision.platform.models import parse_rfc3339
 
@@ -72,8 +72,10 @@ class CertsClient:
             return False
         try:
             data = response.json()
-        except ProtocolError:
-            return False
+        except BadReply:
+            if response.is_html:  # a captive portal's page says nothing about the server
+                raise
+            return False  # a plain-text health answer: a server without our CSR path
         return isinstance(data, dict) and data.get("csr") is True
 
     def sign_csr(

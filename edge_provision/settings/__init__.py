@@ -167,6 +167,11 @@ class AgentSettings:
         30.0, FieldKind.FLOAT, env=["EDGE_PROVISION_READ_TIMEOUT"], keys=["server.read_timeout_s"],
         minimum=0.1, maximum=3600, help="time to wait for a reply, in seconds",
     )
+    request_deadline_s: float = _setting(
+        60.0, FieldKind.FLOAT, env=["EDGE_PROVISION_REQUEST_DEADLINE"],
+        keys=["server.request_deadline_s"], minimum=0.1, maximum=3600,
+        help="longest one HTTP request may take, connect to last byte, in seconds",
+    )
     interface: Optional[str] = _setting(
         None, FieldKind.STR, env=["EDGE_PROVISION_INTERFACE"], keys=["identity.interface"],
         flag="--interface", help="network interface whose MAC becomes the external_id",
@@ -221,6 +226,11 @@ class AgentSettings:
         60.0, FieldKind.DURATION, env=["EDGE_PROVISION_MIN_RERUN"], keys=["agent.min_rerun"],
         minimum=0.1, maximum=_DAY,
         help="after a success, wait at least this long before the next run",
+    )
+    run_deadline_s: float = _setting(
+        600.0, FieldKind.DURATION, env=["EDGE_PROVISION_RUN_DEADLINE"], keys=["agent.run_deadline"],
+        minimum=1, maximum=_DAY,
+        help="longest one enroll or renew run may take (and hold the state lock)",
     )
     mqtt_url: Optional[str] = _setting(
         None, FieldKind.STR, env=["EDGE_PROVISION_MQTT_URL"], keys=["mqtt.url"],

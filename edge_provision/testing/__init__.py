@@ -10,6 +10,8 @@ builds on edge-provision and wants to test against the same misbehaving peers:
   test that forgot to script a reply fails loudly.
 * :class:`ThrowawayCA` -- a :class:`edge_provision.crypto.pki.LocalCA` in a temporary
   directory that issues client and server certificates (for HTTPS/mTLS tests).
+* :class:`FaultProxy` -- a proxy in front of any HTTP server that drips, stalls, answers
+  a captive portal's page, cuts or bloats replies, redirects (:mod:`.faults`).
 * :func:`free_port` and :func:`wait_for` -- small, bounded helpers.
 """
 
@@ -22,20 +24,27 @@ import socket
 import ssl
 import struct
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Union
 
 from edge_provision.net import free_port
-from edge_provision.testing._support import ThrowawayCA, wait_for
+from edge_provision.testing._support import (
+    Served,
+    Serving,
+    ThrowawayCA,
+    TrackingServer,
+    wait_for,
+)
+from edge_provision.testing.faults import Fault, FaultProxy
 
 __all__ = [
     "UNMATCHED_STATUS",
     "FakeServer",
+    "Fault",
+    "FaultProxy",
     "Headers",
     "RecordedRequest",
     "Reply",
@@ -157,82 +166,31 @@ class _Route:
         return f"{self.method} {pattern} ({len(self.queue)} scripted)"
 
 
-class _Server(ThreadingHTTPServer):
-    """The HTTP server with connection tracking (so :meth:`FakeServer.stop` is bounded)."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+class _Server(TrackingServer, ThreadingHTTPServer):
+    """The HTTP(S) server with connection tracking (so :meth:`FakeServer.stop` is bounded)."""
 
     def __init__(self, owner: FakeServer, ssl_context: ssl.SSLContext | None) -> None:
         self.owner = owner
         self.ssl_context = ssl_context
-        self.connections: set[socket.socket] = set()
-        self.threads: set[threading.Thread] = set()
-        self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(  # type: ignore[override]
-        self, request: socket.socket, client_address: tuple[str, int]
-    ) -> None:
-        thread = threading.Thread(
-            target=self.process_request_thread,
-            args=(request, client_address),
-            name="fake-server-conn",
-            daemon=True,
-        )
-        with self.lock:
-            self.threads.add(thread)
-        thread.start()
-
-    def process_request_thread(  # type: ignore[override]
-        self, request: socket.socket, client_address: tuple[str, int]
-    ) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self.lock:
-                self.threads.discard(threading.current_thread())
+        super().__init__(_Handler, "fake-server-conn")
 
     def finish_request(  # type: ignore[override]
         self, request: socket.socket, client_address: tuple[str, int]
     ) -> None:
-        conn: socket.socket = request
-        if self.ssl_context is not None:
-            try:
-                conn.settimeout(_HANDLER_SOCKET_TIMEOUT_S)
-                conn = self.ssl_context.wrap_socket(request, server_side=True)
-            except (OSError, ssl.SSLError) as exc:
-                self.owner._record_tls_error(exc)
-                return
-        with self.lock:
-            self.connections.add(conn)
+        if self.ssl_context is None:
+            self.serve_connection(request, client_address)
+            return
         try:
-            _Handler(conn, client_address, self)
+            request.settimeout(_HANDLER_SOCKET_TIMEOUT_S)
+            conn = self.ssl_context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            self.owner._record_tls_error(exc)
+            return
+        try:
+            self.serve_connection(conn, client_address)
         finally:
-            with self.lock:
-                self.connections.discard(conn)
-            if conn is not request:
-                with contextlib.suppress(OSError):
-                    conn.close()
-
-    def handle_error(  # type: ignore[override]
-        self, request: socket.socket, client_address: tuple[str, int]
-    ) -> None:
-        """Connection-level errors are expected here (clients give up); stay quiet."""
-
-    def abort_connections(self) -> None:
-        with self.lock:
-            conns = list(self.connections)
-        for conn in conns:
             with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-    def join_threads(self, deadline: float) -> None:
-        with self.lock:
-            threads = list(self.threads)
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+                conn.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -332,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
 
-class FakeServer:
+class FakeServer(Served):
     """A scripted HTTP(S) server on ``127.0.0.1`` for tests (a context manager).
 
     >>> with FakeServer() as server:
@@ -346,8 +304,11 @@ class FakeServer:
 
     For HTTPS pass ``certfile`` and ``keyfile`` (see :class:`ThrowawayCA`); add
     ``client_ca`` to require a client certificate signed by that CA (mTLS).
-    Handshake failures are kept in :attr:`tls_errors`.
+    Handshake failures are kept in :attr:`tls_errors`. :meth:`stop` returns within about
+    one second.
     """
+
+    stop_within_s = _STOP_JOIN_S
 
     def __init__(
         self,
@@ -371,48 +332,16 @@ class FakeServer:
         self._tls_errors: list[str] = []
         self._stopping = threading.Event()
         self._server = _Server(self, context)
-        self._thread: threading.Thread | None = None
         self.scheme = "https" if context is not None else "http"
         self.port: int = self._server.server_address[1]
+        self._serving = Serving(self._server, f"fake-server-{self.port}", self._stopping,
+                                self._abort)  # fmt: skip
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> FakeServer:
-        """Start serving in a daemon thread (idempotent); returns ``self``."""
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._server.serve_forever,
-                    kwargs={"poll_interval": 0.05},
-                    name=f"fake-server-{self.port}",
-                    daemon=True,
-                )
-                self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and drop open connections; returns within about one second."""
-        deadline = time.monotonic() + _STOP_JOIN_S
-        self._stopping.set()
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._server.shutdown()
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._server.abort_connections()
+    def _abort(self, deadline: float) -> None:
         self._server.server_close()
-        self._server.join_threads(deadline)
-
-    def __enter__(self) -> FakeServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._server.abort(deadline)
 
     # ------------------------------------------------------------------ scripting
 

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
+from _agent_lab import agent_settings as _agent_settings
+from _agent_lab import lab_total, start_lab
 from _agent_proxy import GatedProxy
 
 from edge_provision.agent import wiring
@@ -15,8 +16,8 @@ from edge_provision.agent.enroll import EnrollResult
 from edge_provision.agent.store import Store
 from edge_provision.crypto import pki
 from edge_provision.errors import AlreadyProvisioned
-from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
-from edge_provision.settings import AgentSettings, load_agent_settings, load_lab_settings
+from edge_provision.lab.server import RunningLabServer
+from edge_provision.settings import AgentSettings
 
 EXT_ID = "02:42:ac:11:00:17"
 EXT_KEY = "integration-external-key-17"
@@ -49,24 +50,6 @@ MULTI_LAYOUT = """
 """
 
 
-def start_lab(tmp_path: Path, layout: str | None = None) -> RunningLabServer:
-    """A lab server on 127.0.0.1:0 with its state in ``tmp_path/lab``."""
-    flags: dict[str, object] = {"state_dir": tmp_path / "lab", "port": 0}
-    if layout is not None:
-        layout_file = tmp_path / "layout.toml"
-        layout_file.write_text(layout)
-        flags["layout_file"] = layout_file
-    return start_in_thread(load_lab_settings(flags, env={}))
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[RunningLabServer]:
-    """The lab server with the built-in layout."""
-    server = start_lab(tmp_path)
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def proxy(lab: RunningLabServer) -> Iterator[GatedProxy]:
     """A recording proxy in front of the lab server."""
@@ -75,28 +58,14 @@ def proxy(lab: RunningLabServer) -> Iterator[GatedProxy]:
     gated.stop()
 
 
-def token(tmp_path: Path) -> str:
-    """The lab server's generated operator token."""
-    return (tmp_path / "lab" / TOKEN_FILE).read_text().strip()
-
-
 def agent_settings(tmp_path: Path, url: str, **flags: object) -> AgentSettings:
     """Agent settings against ``url`` with a fixed identity."""
-    base: dict[str, object] = {"state_dir": tmp_path / "agent", "provision_url": url,
-                               "token": token(tmp_path), "external_id": EXT_ID,
-                               "external_key": EXT_KEY, "mqtt_verify": "never"}
-    base.update(flags)
-    return load_agent_settings(base, env={})
+    return _agent_settings(tmp_path, url, (EXT_ID, EXT_KEY), **flags)
 
 
 def platform_count(lab: RunningLabServer, tmp_path: Path, what: str = "things") -> int:
     """How many ``what`` the lab server holds (operator listing)."""
-    reply = requests.get(f"{lab.url}/{what}", timeout=10,
-                         headers={"Authorization": f"Bearer {token(tmp_path)}"})
-    reply.raise_for_status()
-    total = reply.json()["total"]
-    assert isinstance(total, int)
-    return total
+    return lab_total(lab.url, tmp_path / "lab", what)
 
 
 def enroll(settings: AgentSettings, force: bool = False) -> EnrollResult:

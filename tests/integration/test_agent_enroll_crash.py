@@ -15,16 +15,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from _agent_lab import agent_env as _agent_env
+from _agent_lab import lab_token, lab_total
 from _agent_proxy import GatedProxy
 
 from edge_provision.agent.store import Store
-from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
-from edge_provision.settings import load_lab_settings
+from edge_provision.lab.server import RunningLabServer
 from edge_provision.testing import free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -34,26 +34,11 @@ EXT_KEY = "crash-test-external-key-99"
 CHILD_TIMEOUT_S = 60
 
 
-def lab_token(lab_dir: Path) -> str:
-    """The generated operator token of the lab server in ``lab_dir``."""
-    return (lab_dir / TOKEN_FILE).read_text().strip()
-
-
 def agent_env(tmp_path: Path, url: str, lab_dir: Path, **extra: str) -> dict[str, str]:
     """Environment of the agent child: everything through EDGE_PROVISION_* variables."""
-    env = dict(os.environ)
-    env.update({
-        "EDGE_PROVISION_STATE_DIR": str(tmp_path / "agent"),
-        "EDGE_PROVISION_PROVISION_URL": url,
-        "EDGE_PROVISION_TOKEN": lab_token(lab_dir),
-        "EDGE_PROVISION_EXTERNAL_ID": EXT_ID,
-        "EDGE_PROVISION_EXTERNAL_KEY": EXT_KEY,
-        "EDGE_PROVISION_AUTH_SCHEME": "modern",
-        "EDGE_PROVISION_MQTT_VERIFY": "never",
-        "EDGE_PROVISION_READ_TIMEOUT": "20",
-    })
-    env.update(extra)
-    return env
+    return _agent_env(tmp_path, url, (EXT_ID, EXT_KEY), lab_dir,
+                      EDGE_PROVISION_AUTH_SCHEME="modern", EDGE_PROVISION_READ_TIMEOUT="20",
+                      **extra)  # fmt: skip
 
 
 def start_agent(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -66,16 +51,6 @@ def run_agent(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
     """Run the agent to completion."""
     return subprocess.run([sys.executable, "-m", "edge_provision", "enroll", "--json"],
                           env=env, capture_output=True, timeout=CHILD_TIMEOUT_S, check=False)
-
-
-def things_on_platform(url: str, lab_dir: Path) -> int:
-    """Total things the lab server holds."""
-    reply = requests.get(f"{url}/things", timeout=10,
-                         headers={"Authorization": f"Bearer {lab_token(lab_dir)}"})
-    reply.raise_for_status()
-    total = reply.json()["total"]
-    assert isinstance(total, int)
-    return total
 
 
 def assert_no_secrets(tmp_path: Path, lab_dir: Path, *outputs: bytes) -> None:
@@ -96,7 +71,7 @@ def assert_no_secrets(tmp_path: Path, lab_dir: Path, *outputs: bytes) -> None:
 
 def assert_converged(tmp_path: Path, lab_url: str, lab_dir: Path) -> None:
     """One thing set on the platform; a valid current generation holding that thing."""
-    assert things_on_platform(lab_url, lab_dir) == 1
+    assert lab_total(lab_url, lab_dir) == 1
     store = Store(tmp_path / "agent")
     gen = store.current_generation()
     assert gen is not None and not gen.is_fallback and store.verify_generation(gen.number) == ()
@@ -105,15 +80,6 @@ def assert_converged(tmp_path: Path, lab_url: str, lab_dir: Path) -> None:
     assert gen.gateway_thing_id == reply.json()["things"][0]["id"]
     state = store.load_state()
     assert not state.mapping_in_flight and state.phase.value == "provisioned"
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[RunningLabServer]:
-    """A lab server (in-process) for the agent children."""
-    server = start_in_thread(load_lab_settings({"state_dir": tmp_path / "lab", "port": 0},
-                                               env={}))
-    yield server
-    server.stop()
 
 
 # (method, path prefix, occurrence, before/after): every request of an enrollment

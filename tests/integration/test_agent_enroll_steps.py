@@ -20,11 +20,13 @@ from edge_provision.agent.store import Phase, Store
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.errors import (
     AlreadyProvisioned,
+    BadReply,
     CertificateError,
+    IdentityError,
     MqttAuthError,
-    ProtocolError,
     Reason,
     Rejected,
+    RetryClass,
     ServiceUnavailable,
     Unauthorized,
 )
@@ -174,13 +176,13 @@ def test_force_refetches_without_a_new_mapping(tmp_path: Path, server: FakeServe
 
 def test_mainflux_201_with_409_error_is_a_permanent_error(tmp_path: Path,
                                                          server: FakeServer) -> None:
-    """201 + '409 Conflict' after an empty lookup: AlreadyProvisioned with what to do."""
-    server.add("GET", LOOKUP, Reply(404, json={"error": "failed to read bootstrap configuration"}))
-    server.add("POST", "/mapping", Reply(201, json={
-        "things": None, "channels": None,
-        "error": "failed to create bootstrap config : failed to create entity : 409 Conflict"}))
+    """201 + '409 Conflict', confirmed by a second empty lookup: AlreadyProvisioned, what to do."""
+    not_found = Reply(404, json={"error": "failed to read bootstrap configuration"}, repeat=2)
+    server.add("GET", LOOKUP, not_found)
+    server.add("POST", "/mapping", CONFLICT_201)
     with pytest.raises(AlreadyProvisioned) as info:
         run(make_settings(tmp_path, server))
+    assert paths(server) == [f"GET {LOOKUP}", "POST /mapping", f"GET {LOOKUP}"]
     message = str(info.value)
     assert (info.value.step, info.value.reason) == ("mapping", Reason.CONFLICT)
     assert "step mapping failed" in message and "EDGE_PROVISION_EXTERNAL_KEY" in message
@@ -291,11 +293,10 @@ def test_truncated_bootstrap_body_is_transient(tmp_path: Path, server: FakeServe
     assert Store(tmp_path / "agent").list_generations() == ()
 
 
-def test_oversized_bootstrap_body_is_a_protocol_error(tmp_path: Path,
-                                                      server: FakeServer) -> None:
-    """A reply over the size cap is refused (ProtocolError), nothing stored."""
+def test_oversized_bootstrap_body_is_a_bad_reply(tmp_path: Path, server: FakeServer) -> None:
+    """A reply over the size cap is refused (a transient BadReply), nothing stored."""
     server.add("GET", LOOKUP, Reply(200, body=b"x" * (2 * 1024 * 1024)))
-    with pytest.raises(ProtocolError):
+    with pytest.raises(BadReply):
         run(make_settings(tmp_path, server))
     assert Store(tmp_path / "agent").list_generations() == ()
 
@@ -421,3 +422,60 @@ def test_no_secret_reaches_the_log(tmp_path: Path, server: FakeServer,
     assert caplog.records
     for secret in (EXT_KEY, TOKEN, THING["key"]):
         assert secret not in text
+
+
+@pytest.mark.parametrize("bad", [".", "..", "gw/1", "gw\x00", "gw\u202e1", "gw\x851"])
+def test_an_id_that_cannot_travel_as_one_path_segment_is_refused(tmp_path: Path,
+                                                                 server: FakeServer,
+                                                                 bad: str) -> None:  # fmt: skip
+    """Refused before any request, naming where the value came from and the rule (exit 2)."""
+    with pytest.raises(IdentityError) as info:
+        run(make_settings(tmp_path, server, external_id=bad))
+    text = str(info.value)
+    assert "flag --external-id" in text and "one URL path segment" in text
+    assert info.value.exit_code == 2 and server.requests == []
+
+
+def test_a_stored_id_that_cannot_travel_is_refused(tmp_path: Path, server: FakeServer) -> None:
+    """An identity.json edited to '..' names the file; nothing is sent."""
+    state = tmp_path / "agent"
+    state.mkdir(mode=0o700)
+    (state / "identity.json").write_text(json.dumps(
+        {"version": 1, "external_id": "..", "external_key": EXT_KEY, "interface": None,
+         "mac": None, "created": None}))  # fmt: skip
+    (state / "identity.json").chmod(0o600)
+    with pytest.raises(IdentityError) as info:
+        run(make_settings(tmp_path, server, external_id=None))
+    assert "identity.json: 'external_id' '..': it cannot be one URL path segment" in str(info.value)
+    assert server.requests == []
+
+
+CONFLICT_201 = Reply(201, json={
+    "things": None, "channels": None,
+    "error": "failed to create bootstrap config : failed to create entity : 409 Conflict"})
+
+
+def test_a_409_with_a_key_mismatch_on_lookup_is_refused(tmp_path: Path,
+                                                       server: FakeServer) -> None:
+    """201 + '409', then the lookup says the config is another key's: confirmed (exit 77)."""
+    server.add("GET", LOOKUP, Reply(404, json={"error": "failed to read bootstrap configuration"}))
+    server.add("POST", "/mapping", CONFLICT_201)
+    server.add("GET", LOOKUP, Reply(403, json={"error": "failed to read bootstrap configuration"}))
+    with pytest.raises(Unauthorized) as info:
+        run(make_settings(tmp_path, server))
+    assert (info.value.step, info.value.reason) == ("mapping", Reason.KEY_MISMATCH)
+    assert info.value.exit_code == 77 and "original external_key" in str(info.value)
+    assert not Store(tmp_path / "agent").load_state().mapping_in_flight
+
+
+def test_a_409_that_cannot_be_confirmed_is_transient(tmp_path: Path, server: FakeServer) -> None:
+    """201 + '409', then the lookup fails (503): not confirmed, so retry; still in flight."""
+    server.add("GET", LOOKUP, Reply(404, json={"error": "failed to read bootstrap configuration"}))
+    server.add("POST", "/mapping", CONFLICT_201)
+    server.add("GET", LOOKUP, Reply(503, json={"error": "service unavailable"}))
+    with pytest.raises(ServiceUnavailable) as info:
+        run(make_settings(tmp_path, server))
+    assert info.value.step == "mapping" and info.value.retry_class is RetryClass.TRANSIENT
+    assert "not confirmed" in str(info.value)
+    state = Store(tmp_path / "agent").load_state()
+    assert state.mapping_in_flight and state.phase is Phase.UNPROVISIONED

@@ -10,6 +10,7 @@ import pytest
 
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.errors import (
+    BadReply,
     ConfigError,
     ProtocolError,
     Reason,
@@ -240,7 +241,6 @@ def test_server_error_is_transient(server: FakeServer, http: HttpClient) -> None
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"not json", "not valid JSON"),
         (b"[]", "expected a JSON object"),
         (json.dumps({"mainflux_key": THING_KEY}).encode(), "missing 'mainflux_id' or 'thing_id'"),
         (
@@ -259,6 +259,13 @@ def test_malformed_replies(server: FakeServer, http: HttpClient, body: bytes, me
     """Unusable 200 bodies are ProtocolErrors that say what is wrong."""
     server.add("GET", PATH, Reply(body=body, headers={"Content-Type": "application/json"}))
     with pytest.raises(ProtocolError, match=message):
+        _modern(http).fetch(EXT_ID, EXT_KEY)
+
+
+def test_a_reply_that_is_not_json_is_a_bad_reply(server: FakeServer, http: HttpClient) -> None:
+    """A 200 body that is not JSON at all is not the platform's answer: transient."""
+    server.add("GET", PATH, Reply(body=b"not json", headers={"Content-Type": "application/json"}))
+    with pytest.raises(BadReply, match="reply is not JSON"):
         _modern(http).fetch(EXT_ID, EXT_KEY)
 
 
@@ -360,3 +367,21 @@ def test_no_secret_in_logs(
     for secret in (EXT_KEY, THING_KEY, "heartbeat"):
         assert secret not in caplog.text
     assert EXT_KEY not in str(info.value)
+
+
+def test_the_external_id_is_percent_encoded_as_one_segment(server: FakeServer,
+                                                           http: HttpClient) -> None:
+    """'?', '#', '%' and '/' in an id cannot change the path or start a query."""
+    server.add("GET", "/things/bootstrap/gw%3Fx%23y%25z%2F1",
+               Reply(404, json={"error": "failed to read bootstrap configuration"}))
+    assert _modern(http).fetch("gw?x#y%z/1", EXT_KEY) is None
+    assert [r.path for r in server.requests] == ["/things/bootstrap/gw%3Fx%23y%25z%2F1"]
+
+
+@pytest.mark.parametrize("bad", [".", ".."])
+def test_dot_ids_are_refused_before_sending(server: FakeServer, http: HttpClient,
+                                            bad: str) -> None:
+    """'.' and '..' would fetch another resource ('..' the list of things)."""
+    with pytest.raises(ConfigError, match="one URL path segment"):
+        _modern(http).fetch(bad, EXT_KEY)
+    assert server.requests == []

@@ -13,13 +13,16 @@ import pytest
 
 from edge_provision.errors import (
     AlreadyProvisioned,
+    BadReply,
     ProtocolError,
+    Reason,
     Rejected,
+    RetryClass,
     ServiceUnavailable,
     Unauthorized,
 )
 from edge_provision.http import AuthScheme, Credential, HttpClient
-from edge_provision.testing import FakeServer, Reply, ThrowawayCA, free_port
+from edge_provision.testing import FakeServer, FaultProxy, Reply, ThrowawayCA, free_port
 
 SECRET = "tok-5f1e9a-very-secret"
 
@@ -138,7 +141,7 @@ def test_unexpected_success_status_is_protocol_error(
 def test_redirect_not_followed(server: FakeServer, client: HttpClient) -> None:
     """Redirects are reported, not followed (no credential leaks to another URL)."""
     server.add("POST", "/mapping", Reply(status=307, headers={"Location": "http://elsewhere/"}))
-    with pytest.raises(ProtocolError, match="redirected to http://elsewhere/"):
+    with pytest.raises(BadReply, match=r"redirected to another host \(http://elsewhere/\)"):
         client.request("POST", "/mapping", json_body={}, expected={201})
     assert len(server.requests) == 1
 
@@ -182,7 +185,7 @@ def test_oversized_body_by_content_length(server: FakeServer) -> None:
     server.add("GET", "/big", Reply(body=b"x" * 2048))
     with (
         HttpClient(server.url, max_body_bytes=1024) as c,
-        pytest.raises(ProtocolError, match="response larger than 1024 bytes"),
+        pytest.raises(BadReply, match="response larger than 1024 bytes"),
     ):
         c.request("GET", "/big")
 
@@ -194,16 +197,16 @@ def test_oversized_body_after_decompression(server: FakeServer) -> None:
     server.add("GET", "/bomb", Reply(body=bomb, headers={"Content-Encoding": "gzip"}))
     with (
         HttpClient(server.url, max_body_bytes=4096) as c,
-        pytest.raises(ProtocolError, match="response larger than 4096 bytes"),
+        pytest.raises(BadReply, match="response larger than 4096 bytes"),
     ):
         c.request("GET", "/bomb")
 
 
 def test_non_json_body(server: FakeServer, client: HttpClient) -> None:
-    """A 200 that is not JSON raises ProtocolError from .json()."""
+    """A 200 that is not JSON raises a transient BadReply from .json()."""
     server.add("GET", "/x", Reply(body=b"<html>hi</html>", headers={"Content-Type": "text/html"}))
     resp = client.request("GET", "/x")
-    with pytest.raises(ProtocolError, match="not valid JSON"):
+    with pytest.raises(BadReply, match="reply is not JSON"):
         resp.json()
 
 
@@ -390,3 +393,70 @@ def test_netrc_credentials_are_not_sent(
     with HttpClient(server.url) as c:
         c.request("POST", "/mapping", json_body={}, expected={201})
     assert "Authorization" not in server.requests[0].headers
+
+
+# ------------------------------------------------------------------ TLS: why, and whom to trust
+
+
+def _tls_refusal(url: str, **client: object) -> Unauthorized:
+    with HttpClient(url, **client) as c, pytest.raises(Unauthorized) as info:  # type: ignore[arg-type]
+        c.request("GET", "/health")
+    return info.value
+
+
+def test_self_signed_and_hostname_mismatch_read_differently(tls_ca: ThrowawayCA) -> None:
+    """Each names its own verification reason, in full, and what to do about it."""
+    ca_dir = tls_ca.directory / "ca"
+    with FakeServer(certfile=ca_dir / "ca.crt", keyfile=ca_dir / "ca.key") as srv:
+        self_signed = _tls_refusal(srv.url)
+    cert, key = tls_ca.issue_server(["gateway.example"])
+    with FakeServer(certfile=cert, keyfile=key) as srv:
+        mismatch = _tls_refusal(srv.url, ca_bundle=tls_ca.ca_path)
+    assert self_signed.reason is mismatch.reason is Reason.UNTRUSTED
+    assert "self-signed certificate" in self_signed.message
+    assert "mismatch, certificate is not valid for '127.0.0.1'" in mismatch.message
+    assert "self-signed" not in mismatch.message and "mismatch" not in self_signed.message
+    hint = self_signed.hint or ""
+    assert "--ca-bundle" in hint and "EDGE_PROVISION_CA_BUNDLE" in hint
+    assert "server.ca_bundle" in hint
+    assert "host name" in (mismatch.hint or "")
+
+
+def test_an_unknown_issuer_is_named(tls_ca: ThrowawayCA) -> None:
+    """A server certificate from a CA nobody told us about: the reason says so."""
+    cert, key = tls_ca.issue_server()
+    with FakeServer(certfile=cert, keyfile=key) as srv:
+        refused = _tls_refusal(srv.url)
+    assert "unable to get local issuer certificate" in refused.message
+    assert refused.retry_class is RetryClass.NEEDS_PERSON and refused.exit_code == 77
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_environment_ca_bundles_do_not_change_what_is_trusted(
+        tls_ca: ThrowawayCA, monkeypatch: pytest.MonkeyPatch, variable: str) -> None:  # fmt: skip
+    """Trust comes only from the agent's own settings, not from requests' variables."""
+    monkeypatch.setenv(variable, str(tls_ca.ca_path))
+    cert, key = tls_ca.issue_server()
+    with FakeServer(certfile=cert, keyfile=key) as srv:
+        srv.add("GET", "/health", Reply(json={"status": "pass"}))
+        refused = _tls_refusal(srv.url)
+        assert srv.requests == []
+    assert refused.reason is Reason.UNTRUSTED
+
+
+def test_proxies_from_the_environment_are_honoured(server: FakeServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY carries the request (absolute form); NO_PROXY takes a host off it."""
+    server.add("GET", "/health", Reply(json={"status": "pass"}, repeat=2))
+    with FaultProxy(server.url) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("http_proxy", raising=False)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        with HttpClient("http://platform.invalid:8190") as c:
+            assert c.request("GET", "/health").json() == {"status": "pass"}
+        assert [(s.path, s.proxied) for s in proxy.seen] == [("/health", True)]
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        with HttpClient(server.url) as c:
+            assert c.request("GET", "/health").json() == {"status": "pass"}
+        assert len(proxy.seen) == 1  # the second request went straight to the server

@@ -8,6 +8,7 @@ import pytest
 
 from edge_provision.errors import (
     AlreadyProvisioned,
+    BadReply,
     ProtocolError,
     Reason,
     Rejected,
@@ -165,10 +166,10 @@ def test_malformed_thing_is_protocol_error(server: FakeServer, http: HttpClient)
         ProvisionClient(http, token=None).create_mapping(EXT_ID, EXT_KEY)
 
 
-def test_non_json_201_is_protocol_error(server: FakeServer, http: HttpClient) -> None:
-    """A 201 that is not JSON is a ProtocolError."""
+def test_non_json_201_is_a_bad_reply(server: FakeServer, http: HttpClient) -> None:
+    """A 201 that is not JSON is not the platform's answer: a transient BadReply."""
     server.add("POST", "/mapping", Reply(status=201, body=b"created!"))
-    with pytest.raises(ProtocolError, match="not valid JSON"):
+    with pytest.raises(BadReply, match="reply is not JSON"):
         ProvisionClient(http, token=None).create_mapping(EXT_ID, EXT_KEY)
 
 

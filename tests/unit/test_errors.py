@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
+from edge_provision import errors
 from edge_provision.errors import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_NOPERM,
     EXIT_TEMPFAIL,
     AlreadyProvisioned,
+    BadReply,
     CertificateError,
     ConfigError,
     EdgeProvisionError,
@@ -28,6 +32,7 @@ from edge_provision.errors import (
 
 @pytest.mark.parametrize(("cls", "reason", "retry", "exit_code"), [
     (ServiceUnavailable, Reason.UNAVAILABLE, RetryClass.TRANSIENT, EXIT_TEMPFAIL),
+    (BadReply, Reason.BAD_REPLY, RetryClass.TRANSIENT, EXIT_TEMPFAIL),
     (MqttUnavailable, Reason.UNAVAILABLE, RetryClass.TRANSIENT, EXIT_TEMPFAIL),
     (Unauthorized, Reason.REFUSED, RetryClass.NEEDS_PERSON, EXIT_NOPERM),
     (MqttAuthError, Reason.REFUSED, RetryClass.NEEDS_PERSON, EXIT_NOPERM),
@@ -67,3 +72,27 @@ def test_config_error_keeps_its_problems() -> None:
     """ConfigError: one line per problem; the reason is CONFIG unless said otherwise."""
     exc = ConfigError("bad value")
     assert [str(p) for p in exc.problems] == ["bad value"] and exc.reason is Reason.CONFIG
+
+
+def _hierarchy() -> list[type[EdgeProvisionError]]:
+    return [obj for obj in vars(errors).values()
+            if inspect.isclass(obj) and issubclass(obj, EdgeProvisionError)]
+
+
+@pytest.mark.parametrize("cls", _hierarchy(), ids=lambda cls: cls.__name__)
+def test_retry_class_agrees_with_retryable_and_the_exit_code(
+        cls: type[EdgeProvisionError]) -> None:  # fmt: skip
+    """Every class: transient <=> retryable <=> exit 75; needs a person <=> exit 1, 2 or 77."""
+    exc = cls("x")
+    if exc.retry_class is RetryClass.TRANSIENT:
+        assert exc.retryable and exc.exit_code == EXIT_TEMPFAIL
+    else:
+        assert exc.retry_class is RetryClass.NEEDS_PERSON
+        assert not exc.retryable and exc.exit_code in (EXIT_FAILED, EXIT_CONFIG, EXIT_NOPERM)
+
+
+def test_a_bad_reply_is_a_transient_service_failure() -> None:
+    """A captive portal's page is the platform not being there now, not a broken platform."""
+    exc = BadReply("GET /x: HTTP 200 reply is an HTML page", retry_after_s=None)
+    assert isinstance(exc, ServiceUnavailable) and not isinstance(exc, ProtocolError)
+    assert exc.retry_class is RetryClass.TRANSIENT and exc.reason is Reason.BAD_REPLY

@@ -10,6 +10,7 @@ import pytest
 
 from edge_provision.errors import (
     AlreadyProvisioned,
+    BadReply,
     ConfigError,
     ProtocolError,
     ProvisioningError,
@@ -25,6 +26,7 @@ from edge_provision.http import (
     auth_headers,
     error_for_status,
     parse_retry_after,
+    path_segment,
 )
 
 URL = "http://127.0.0.1:9/mapping"
@@ -146,14 +148,14 @@ def test_415_names_the_content_type() -> None:
 
 
 def test_response_json_helpers() -> None:
-    """HttpResponse.json parses, json_object insists on an object, errors are ProtocolError."""
+    """HttpResponse.json parses (not JSON: a transient BadReply), json_object wants an object."""
     ok = HttpResponse(200, {"content-type": "application/json"}, b'{"a": 1}', URL)
     assert ok.json_object() == {"a": 1}
     assert ok.header("Content-Type") == "application/json"
     assert ok.header("missing") is None
     with pytest.raises(ProtocolError, match="JSON object"):
         HttpResponse(200, {}, b"[1]", URL).json_object()
-    with pytest.raises(ProtocolError, match="not valid JSON"):
+    with pytest.raises(BadReply, match="reply is not JSON"):
         HttpResponse(200, {}, b"<html>", URL).json()
     assert HttpResponse(404, {}, b'{"error": "nope"}', URL).error_text == "nope"
     assert HttpResponse(404, {}, b"nope", URL).error_text is None
@@ -209,3 +211,25 @@ def test_remember_scheme_refuses_auto() -> None:
         assert client.scheme_for("user") is AuthScheme.BARE
         with pytest.raises(ValueError, match="concrete"):
             client.remember_scheme("thing", AuthScheme.AUTO)
+
+
+@pytest.mark.parametrize(("value", "segment"), [
+    ("02:42:ac:11:00:07", "02:42:ac:11:00:07"),
+    ("gw@site", "gw@site"),
+    ("a/b", "a%2Fb"),
+    ("gw?x#y", "gw%3Fx%23y"),
+    ("100%", "100%25"),
+    ("gw 1", "gw%201"),
+    ("...", "..."),
+    ("ü", "%C3%BC"),
+])
+def test_path_segment_encodes_everything_but_pchars(value: str, segment: str) -> None:
+    """One segment: '/', '?', '#', '%', spaces and non-ASCII are percent-encoded."""
+    assert path_segment(value) == segment
+
+
+@pytest.mark.parametrize("value", ["", ".", ".."])
+def test_path_segment_refuses_what_no_encoding_can_carry(value: str) -> None:
+    """'', '.' and '..' would change the path itself (servers resolve %2E too)."""
+    with pytest.raises(ConfigError, match="cannot be one URL path segment"):
+        path_segment(value, "external_id")

@@ -12,8 +12,11 @@ progress (one :class:`StepEvent` list feeds the text printer and ``--json``) and
 errors: the failed step and the reason are attributes of the raised error
 (``exc.step``, ``exc.reason``). ``State.mapping_in_flight`` is set before ``POST /mapping``
 and cleared once its outcome is known: a run that finds it set (the previous run died
-with the answer unknown) always looks up first and never maps while a lookup answers.
-Re-running at any point therefore converges on one set of things on the platform.
+with the answer unknown) always looks up first and never maps while a lookup answers. A
+conflict reported by ``/mapping`` (Mainflux's 201 + "409 Conflict" for a mapping whose
+answer was lost) is looked up before it is believed: a config that answers our key is
+ours, and the run continues from it. Re-running at any point therefore converges on one
+set of things on the platform.
 """
 
 from __future__ import annotations

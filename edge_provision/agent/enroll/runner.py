@@ -25,9 +25,10 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Callable, Generic, Optional, TypeVar, Union
 
+from edge_provision import deadline
 from edge_provision.agent.store import Phase, State, Store
 from edge_provision.clock import iso
-from edge_provision.errors import EdgeProvisionError, Reason, TransientError
+from edge_provision.errors import EdgeProvisionError, Reason, RetryClass, TransientError
 
 __all__ = [
     "HINTS",
@@ -151,8 +152,14 @@ class StepRunner:
         self._journal = True
 
     def perform(self, ctx: C, spec: StepDef[C]) -> None:
-        """Announce ``spec``'s step (journalled first), run it, report its outcome."""
+        """Announce ``spec``'s step (journalled first), run it, report its outcome.
+
+        A run past its deadline (:func:`edge_provision.deadline.current`) stops here.
+        """
         self.step, self._journal = spec.step, spec.journal
+        due = deadline.current()
+        if due is not None and due.expired():
+            raise due.error(f"before step {spec.step.value}")
         first = spec.begin(ctx)
         if isinstance(first, Outcome):
             self._finish(first)
@@ -211,9 +218,10 @@ class StepRunner:
         self._announce(StepEvent(self.step, StepStatus.FAILED, str(exc)))
         try:
             has_current = self.store.current_generation() is not None
-            if isinstance(exc, TransientError):
+            if exc.retry_class is RetryClass.TRANSIENT:
                 phase = Phase.PROVISIONED if has_current else Phase.UNPROVISIONED
-                next_at = now + timedelta(seconds=exc.retry_after_s or 0.0)
+                wait = exc.retry_after_s if isinstance(exc, TransientError) else None
+                next_at = now + timedelta(seconds=wait or 0.0)
                 counter = "transient_failures"
             else:
                 phase = Phase.PROVISIONED if has_current else Phase.FAILED_PERMANENT

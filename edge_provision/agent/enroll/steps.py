@@ -38,7 +38,14 @@ from edge_provision.agent.handoff import HandoffReport, hand_off
 from edge_provision.agent.identity import Identity, InterfaceInfo, identity_for
 from edge_provision.agent.store import Generation, GenerationData, Phase, State, Store
 from edge_provision.clock import iso
-from edge_provision.errors import EdgeProvisionError, Reason
+from edge_provision.errors import (
+    AlreadyProvisioned,
+    EdgeProvisionError,
+    Reason,
+    RetryClass,
+    ServiceUnavailable,
+    TransientError,
+)
 from edge_provision.settings import AgentSettings
 
 if TYPE_CHECKING:
@@ -145,20 +152,65 @@ def _mapping_begin(e: Enrollment) -> Begin | Outcome:
     return Begin(f"POST {_mapping_url(e)}", _mapping_url(e))
 
 
+def _landed(e: Enrollment) -> None:
+    """The mapping's outcome is known: no longer in flight."""
+    e.store.update_state(lambda s: dataclasses.replace(s, mapping_in_flight=False))
+
+
 def _mapping_run(e: Enrollment) -> Outcome:
     ident = e.identity
     try:
         result = e.clients.provision.create_mapping(ident.external_id, ident.external_key,
                                                     e.settings.name)  # fmt: skip
     except EdgeProvisionError as exc:
+        if exc.reason is Reason.CONFLICT:
+            return _confirm_conflict(e, exc)
         if exc.reason in REFUSED_BEFORE_CREATING:  # nothing was created: outcome known
-            e.store.update_state(lambda s: dataclasses.replace(s, mapping_in_flight=False))
+            _landed(e)
         raise
     e.mapping = result
     e.store.update_state(lambda s: dataclasses.replace(s.bump("mappings_created"),
                                                        mapping_in_flight=False))  # fmt: skip
     return done(f"created {len(result.things)} thing(s), {len(result.channels)} channel(s)",
                 _mapping_url(e), things=",".join(t.id for t in result.things))  # fmt: skip
+
+
+def _confirm_conflict(e: Enrollment, conflict: EdgeProvisionError) -> Outcome:
+    """``/mapping`` says our external_id is taken: is the bootstrap config ours after all?
+
+    Real Mainflux answers 201 + "409 Conflict" when a mapping whose answer was lost (a
+    timeout) completed on the server meanwhile. So look the config up with our key: if it
+    answers, it is ours: carry on from it. Only a lookup that confirms the conflict (no
+    config for our key, or one held for another key) needs a person; a lookup that fails
+    for now leaves the conflict unconfirmed: transient, and the mapping still in flight.
+    """
+    e.report(Begin(f"GET {e.lookup_url} (the platform reports a conflict: is it ours?)",
+                   e.lookup_url))  # fmt: skip
+    try:
+        config = e.fetch()
+    except EdgeProvisionError as exc:
+        if exc.retry_class is RetryClass.TRANSIENT:
+            raise ServiceUnavailable(
+                f"POST /mapping reported a conflict and the lookup that would confirm it "
+                f"failed, so the conflict is not confirmed: {exc.message}",
+                retry_after_s=exc.retry_after_s if isinstance(exc, TransientError) else None,
+                reason=exc.reason,
+            ) from exc
+        _landed(e)
+        raise  # e.g. the config is held for another external_key: confirmed
+    _landed(e)
+    if config is None:
+        raise AlreadyProvisioned(
+            f"{conflict.message}; confirmed: {e.lookup_url} has no bootstrap config for our "
+            "external_key"
+        ) from conflict
+    e.config = config
+    logger.warning("mapping conflict was our own mapping external_id=%s thing_id=%s; "
+                   "continuing with its bootstrap config", e.identity.external_id,
+                   config.thing_id)  # fmt: skip
+    return done(f"the platform already holds our bootstrap config (thing {config.thing_id}; "
+                "the answer to an earlier mapping was lost); continuing with it",
+                e.lookup_url, converged="yes", thing_id=config.thing_id)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- bootstrap
