@@ -283,6 +283,35 @@ def test_concurrent_distinct_ids_are_batched(backend: EmbeddedBackend) -> None:
     assert backend.bootstrap("gw-15-9", "key-15-9") is not None
 
 
+def test_batched_values_are_stored_whole(backend: EmbeddedBackend) -> None:
+    """Values with NUL and other controls survive the batched insert uncut (no JSON round trip).
+
+    The HTTP layer refuses such values; the backend must still never cut one, or
+    10 concurrent ``gw\\u0000evil`` would be stored as ``gw`` and as a second set.
+    """
+    odd = ["gw\x00evil", "gw\x1b[31m\n", "gw\u2028\U0001f600"]
+
+    async def race(external_id: str) -> list[MappingRecord]:
+        run = _default_plan(external_id=external_id, key="k", name=f"name-{external_id}")
+        return list(await asyncio.gather(*(backend.provision(run, owner="lab")
+                                           for _ in range(10))))
+
+    for external_id in odd:
+        records = asyncio.run(race(external_id))
+        assert sum(r.created for r in records) == 1, repr(external_id)
+        assert len({r.things[0].id for r in records}) == 1
+    assert backend.stats.max_batch > 1  # the batched path ran
+    assert backend.counts()["things"] == len(odd)
+    assert backend.bootstrap("gw", "k") is None
+    for external_id in odd:
+        config = backend.bootstrap(external_id, "k")
+        assert config is not None, repr(external_id)
+        assert config.external_id == external_id and config.name == f"name-{external_id}"
+    things = backend.list_things(0, 100).items
+    assert sorted(t.name for t in things) == sorted(f"name-{i}" for i in odd)
+    assert sorted(str(t.metadata["external_id"]) for t in things) == sorted(odd)
+
+
 def test_one_bad_request_does_not_fail_its_batch(backend: EmbeddedBackend) -> None:
     """Conflicting keys for one external_id fail alone; the other requests still commit."""
 

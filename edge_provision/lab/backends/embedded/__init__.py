@@ -334,7 +334,7 @@ class EmbeddedBackend:
             if conn.execute("SELECT 1 FROM certificates WHERE serial = ?",
                             (row[0],)).fetchone() is not None:
                 raise Rejected(f"certificate serial {row[0]} is already recorded")
-            conn.execute(_sql.INSERT_CERT, row)
+            _sql.insert_certificate(conn, row)
 
         self._writer.submit(run, "recording a certificate")
         logger.info("certificate recorded thing_id=%s serial=%s", thing_id, row[0])
