@@ -17,6 +17,8 @@ from edge_provision.lab.http.errors import fail
 from edge_provision.lab.http.messages import JSON, Reply, Request, json_reply
 from edge_provision.lab.http.router import Handler, Route
 from edge_provision.lab.http.validation import (
+    check_external_id,
+    check_external_key,
     check_json_content_type,
     optional,
     page,
@@ -69,6 +71,8 @@ def lab_routes(service: LabService) -> list[Route]:
         external_id = required(obj, "external_id")
         external_key = required(obj, "external_key")
         name = optional(obj, "name")
+        check_external_id(external_id)
+        check_external_key(external_key)
         return json_reply(201, await service.provision(external_id, external_key, name))
 
     async def get_mapping(request: Request) -> Reply:
@@ -101,7 +105,7 @@ def lab_routes(service: LabService) -> list[Route]:
         check_json_content_type(request)
         obj = parse_object(await request.body(limit), _CSR_EXAMPLE)
         thing_id = required(obj, "thing_id")
-        csr = required(obj, "csr", max_chars=MAX_CSR_CHARS)
+        csr = required(obj, "csr", max_chars=MAX_CSR_CHARS, line_breaks=True)
         ttl_s = obj.get("ttl_s")
         if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, int)
                                   or ttl_s < 1):  # fmt: skip

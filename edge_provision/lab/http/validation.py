@@ -8,6 +8,7 @@ that names the field and says what to send.
 from __future__ import annotations
 
 import json
+import re
 
 from edge_provision.lab.http.errors import ApiError, fail
 from edge_provision.lab.http.messages import JSON, Request
@@ -16,6 +17,8 @@ __all__ = [
     "DEFAULT_PAGE_LIMIT",
     "MAX_PAGE_LIMIT",
     "MAX_STRING_CHARS",
+    "check_external_id",
+    "check_external_key",
     "check_json_content_type",
     "optional",
     "page",
@@ -25,6 +28,11 @@ __all__ = [
 
 MAX_STRING_CHARS = 1024
 """Longest external_id, external_key, name or thing_id accepted."""
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL_BUT_LINE_BREAKS = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
+_NOT_IN_HEADER_KEY = re.compile("[ \u0100-\U0010ffff]")
+_DOT_SEGMENTS = (".", "..")
 
 MAX_PAGE_LIMIT = 100
 DEFAULT_PAGE_LIMIT = 10
@@ -76,8 +84,13 @@ def _type_name(value: object) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
-def optional(obj: dict[str, object], name: str, max_chars: int = MAX_STRING_CHARS) -> str | None:
-    """Field ``name`` as a non-empty string; None if absent, null or empty."""
+def optional(obj: dict[str, object], name: str, max_chars: int = MAX_STRING_CHARS, *,
+             line_breaks: bool = False) -> str | None:  # fmt: skip
+    """Field ``name`` as a non-empty string; None if absent, null or empty.
+
+    Control characters (U+0000-U+001F, U+007F) are refused; with ``line_breaks``
+    (a PEM text) CR and LF are allowed.
+    """
     value = obj.get(name)
     if value is None or value == "":
         return None
@@ -91,16 +104,55 @@ def optional(obj: dict[str, object], name: str, max_chars: int = MAX_STRING_CHAR
     except UnicodeEncodeError:
         fail(400, f"field '{name}' contains an invalid \\u escape (a lone surrogate); "
                   "send valid Unicode text")  # fmt: skip
+    control = (_CONTROL_BUT_LINE_BREAKS if line_breaks else _CONTROL).search(value)
+    if control is not None:
+        allowed = " other than line breaks" if line_breaks else ""
+        fail(400, f"field '{name}' contains the control character {_at(control)}; control "
+                  f"characters{allowed} (U+0000-U+001F, U+007F) are not accepted")  # fmt: skip
     return value
 
 
-def required(obj: dict[str, object], name: str, max_chars: int = MAX_STRING_CHARS) -> str:
+def required(obj: dict[str, object], name: str, max_chars: int = MAX_STRING_CHARS, *,
+             line_breaks: bool = False) -> str:  # fmt: skip
     """Field ``name`` as a non-empty string; 400 if it is missing or empty."""
-    value = optional(obj, name, max_chars)
+    value = optional(obj, name, max_chars, line_breaks=line_breaks)
     if value is None:
         state = "missing" if name not in obj else f"empty ({_type_name(obj[name])})"
         fail(400, f"field '{name}' is {state}; it is required and must be a non-empty string")
     return value
+
+
+def _at(match: re.Match[str]) -> str:
+    """``U+XXXX at position N`` of a character found in a field (never the character)."""
+    return f"U+{ord(match.group()):04X} at position {match.start()}"
+
+
+def check_external_id(value: str) -> None:
+    """400 unless a device can fetch ``/things/bootstrap/<value>`` (one path segment)."""
+    slash = value.find("/")
+    if slash >= 0:
+        fail(400, f"field 'external_id' contains '/' at position {slash}; the gateway fetches "
+                  "its configuration at /things/bootstrap/<external_id>, one path segment, "
+                  "which cannot hold a '/'; choose an external_id without it (a MAC address "
+                  "such as 02:42:ac:11:00:07 is usual)")  # fmt: skip
+    if value in _DOT_SEGMENTS:
+        fail(400, f"field 'external_id' is '{value}', a dot segment that HTTP clients remove "
+                  "from the path /things/bootstrap/<external_id>; choose another external_id")
+
+
+def check_external_key(value: str) -> None:
+    """400 unless a device can send ``value`` in ``Authorization: Thing <value>``."""
+    found = _NOT_IN_HEADER_KEY.search(value)
+    if found is None:
+        return
+    if found.group() == " ":
+        fail(400, f"field 'external_key' contains a space ({_at(found)}); the gateway sends "
+                  "its key in the Authorization header ('Thing <external_key>'), where a "
+                  "space ends it, so it could never bootstrap; choose a key without spaces")
+    fail(400, f"field 'external_key' contains {_at(found)}, outside Latin-1 (U+0000-U+00FF); "
+              "the gateway sends its key in the Authorization header, which carries Latin-1 "
+              "only, so it could never bootstrap; choose a key of ASCII letters, digits and "
+              "punctuation")  # fmt: skip
 
 
 def page(request: Request) -> tuple[int, int]:
