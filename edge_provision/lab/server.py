@@ -6,11 +6,12 @@
     ca/         the local CA (ca.key 0600, ca.crt 0644)
     api-token   the operator token, generated at first start (0600) unless one
                 is configured (MF_PROVISION_API_KEY, server.mf_api_key, --token)
+    lab.lock    held while a server runs, with its pid: one server per directory
 
-One start-up (``_open``): the service, the broker with ``--mqtt``, the ASGI app
-and the bound socket. ``serve`` runs that in the foreground until Ctrl-C or
-SIGTERM (exit code 0); ``start_in_thread`` runs it in a background thread for
-tests and benchmarks. Only the way it runs and stops differs.
+One start-up (``_open``): the state directory's lock, the service, the broker
+with ``--mqtt``, the ASGI app and the bound socket. ``serve`` runs that in the
+foreground until Ctrl-C or SIGTERM (exit code 0); ``start_in_thread`` runs it in
+a background thread for tests and benchmarks. Only the way it runs and stops differs.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from edge_provision.lab.backends.embedded import EmbeddedBackend
 from edge_provision.lab.http.app import LabApp, create_app
 from edge_provision.lab.http.listener import Listener, open_listener
 from edge_provision.lab.service import LabService, ServiceInfo
+from edge_provision.lab.state_lock import StateLock
 from edge_provision.layout import Layout, default_layout, load_layout
 from edge_provision.logs import register_secret
 from edge_provision.settings import LabSettings
@@ -142,6 +144,7 @@ def build_service(settings: LabSettings) -> LabService:
 class _Lab:
     """One lab server, built and bound but not yet serving (see :func:`_open`)."""
 
+    lock: StateLock
     service: LabService
     app: LabApp
     listener: Listener
@@ -162,11 +165,14 @@ class _Lab:
         ]
 
     def close(self) -> None:
-        """Release the socket, the broker and the service (after serving ended)."""
-        self.listener.close()
-        if self.broker is not None:
-            self.broker.stop()
-        self.service.close()
+        """Release the socket, the broker, the service, the lock (after serving ended)."""
+        try:
+            self.listener.close()
+            if self.broker is not None:
+                self.broker.stop()
+            self.service.close()
+        finally:
+            self.lock.release()
 
 
 def _start_broker(settings: LabSettings, service: LabService) -> MosquittoSync | None:
@@ -188,8 +194,13 @@ def _start_broker(settings: LabSettings, service: LabService) -> MosquittoSync |
 
 
 def _open(settings: LabSettings) -> _Lab:
-    """The one start-up: service, broker (if asked for), ASGI app, bound socket."""
-    service = build_service(settings)
+    """The one start-up: lock, service, broker (if asked for), ASGI app, bound socket."""
+    lock = StateLock.acquire(Path(settings.state_dir))
+    try:
+        service = build_service(settings)
+    except BaseException:
+        lock.release()
+        raise
     broker: MosquittoSync | None = None
     try:
         broker = _start_broker(settings, service)
@@ -201,8 +212,9 @@ def _open(settings: LabSettings) -> _Lab:
         if broker is not None:
             broker.stop()
         service.close()
+        lock.release()
         raise
-    return _Lab(service, app, listener, broker)
+    return _Lab(lock, service, app, listener, broker)
 
 
 # --------------------------------------------------------------------- run modes

@@ -207,6 +207,34 @@ def test_serve_subprocess(tmp_path: Path, sig: signal.Signals) -> None:
     assert token not in errors
 
 
+def test_second_server_on_one_state_directory_is_refused(tmp_path: Path) -> None:
+    """A second server (thread or process) on a state directory in use names the first's pid."""
+    settings = lab_settings(tmp_path)
+    with start_in_thread(settings) as first:
+        with pytest.raises(ConfigError, match=rf"another lab server \(pid {os.getpid()}\)"):
+            start_in_thread(settings)
+        with _spawn(tmp_path / "lab") as proc:
+            _, errors = proc.communicate(timeout=30)
+        assert proc.returncode == 2, errors
+        assert f"in use by another lab server (pid {os.getpid()})" in errors
+        assert "--state-dir" in errors
+        assert requests.get(f"{first.url}/health", timeout=TIMEOUT).status_code == 200
+    with start_in_thread(settings) as again:  # the lock went with the first server
+        assert requests.get(f"{again.url}/health", timeout=TIMEOUT).status_code == 200
+
+
+def test_lock_of_a_killed_server_is_free(tmp_path: Path) -> None:
+    """A server killed with SIGKILL leaves no lock behind: the next one starts."""
+    with _spawn(tmp_path / "state") as proc:
+        out = _Output(proc)
+        out.url()
+        proc.kill()
+        proc.wait(timeout=10)
+        out.stop()
+    with start_in_thread(lab_settings(tmp_path, state_dir=tmp_path / "state")) as lab:
+        assert requests.get(f"{lab.url}/health", timeout=TIMEOUT).status_code == 200
+
+
 def test_logged_values_cannot_forge_log_lines(tmp_path: Path) -> None:
     """A thing id with a line break and ANSI codes is logged escaped, on its own line."""
     forged = "x\n2026-01-01 00:00:00,000 ERROR edge_provision: forged\x1b[2J"
