@@ -187,7 +187,10 @@ class Backend(Protocol):
         ...
 
     def counts(self) -> dict[str, int]:
-        """Number of things, channels, connections, bootstrap_configs, certificates."""
+        """Number of things, channels, connections, bootstrap_configs, certificates.
+
+        Scraped by ``/metrics`` (unauthenticated): keep it cheap, never a count per call.
+        """
         ...
 
     def close(self) -> None:

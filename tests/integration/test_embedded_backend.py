@@ -433,6 +433,57 @@ def test_revocation(backend: EmbeddedBackend, ca: LocalCA) -> None:
     assert backend.list_certificates().total == 1
 
 
+def _counted(db_path: Path) -> dict[str, int]:
+    """Every table's rows, counted by a connection of the test's own."""
+    with sqlite3.connect(db_path) as conn:
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("things", "channels", "connections", "bootstrap_configs",
+                          "certificates")}
+
+
+class _TracedBackend(EmbeddedBackend):
+    """A real backend that records every statement its connections run."""
+
+    statements: list[str]
+
+    def _connect(self) -> sqlite3.Connection:
+        if not hasattr(self, "statements"):
+            self.statements = []
+        conn = super()._connect()
+        conn.set_trace_callback(self.statements.append)
+        return conn
+
+
+def test_counts_follow_commits_without_a_query(db_path: Path, ca: LocalCA) -> None:
+    """counts() equals COUNT(*) after batches, repeats, conflicts, certificates and a reopen,
+    and answers without running a single statement."""
+    layout = load_layout(MULTI_LAYOUT)
+    with _TracedBackend(db_path) as backend:
+
+        def work(i: int) -> object:
+            if i % 4 == 3:  # a conflict: fails alone, counts nothing
+                return provision(backend, _default_plan("contested", f"key-{i}"))
+            return provision(backend, _default_plan(f"gw-{i % 8}", "k", layout=layout),
+                             _issuer(ca))
+
+        results = _run_threads(16, work)
+        assert sum(isinstance(r, AlreadyProvisioned) for r in results) == 3
+        thing = backend.list_things(0, 1).items[0]
+        cert, _ = ca.issue(common_name=thing.id, key_type="ec", key_bits=None, ttl_s=60)
+        backend.record_certificate(thing.id, cert)
+        with pytest.raises(Rejected):
+            backend.record_certificate(thing.id, cert)  # refused: counts nothing
+        backend.revoke_certificates(thing.id)
+        assert backend.counts() == _counted(db_path)
+        assert backend.counts()["things"] == 6 * 3 + 1  # gw-0,1,2,4,5,6 and "contested"
+        backend.statements.clear()
+        for _ in range(3):
+            backend.counts()
+        assert backend.statements == []
+    with EmbeddedBackend(db_path) as reopened:
+        assert reopened.counts() == _counted(db_path)
+
+
 def test_pagination(backend: EmbeddedBackend) -> None:
     """Pages follow creation order, report the total, and reject bad limits."""
     records = [provision(backend, _default_plan(f"gw-{i}", "k")) for i in range(3)]

@@ -51,6 +51,7 @@ __all__ = [
     "bootstrap_record",
     "cert_record",
     "channel_record",
+    "count_rows",
     "ensure_schema",
     "existing_mappings",
     "find_mapping",
@@ -152,6 +153,12 @@ class Prepared:
     connection_rows: list[tuple[object, ...]]
     cert_rows: list[tuple[object, ...]]
     bootstrap_row: tuple[object, ...] | None
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows this mapping writes, by counted table."""
+        return {"things": len(self.thing_rows), "channels": len(self.channel_rows),
+                "connections": len(self.connection_rows), "certificates": len(self.cert_rows),
+                "bootstrap_configs": int(self.bootstrap_row is not None)}  # fmt: skip
 
 
 def now_iso() -> str:
@@ -260,6 +267,12 @@ def ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
         with suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+
+
+def count_rows(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows of every counted table (a full count: at open only)."""
+    return {table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+            for table in COUNTED_TABLES}  # fmt: skip
 
 
 def thing_record(row: sqlite3.Row) -> ThingRecord:
