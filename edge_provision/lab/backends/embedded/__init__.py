@@ -323,12 +323,16 @@ class EmbeddedBackend:
 
     # ------------------------------------------------------------ cert writes
 
-    def record_certificate(self, thing_id: str, cert: IssuedCert) -> None:
-        """Remember a certificate issued to ``thing_id``; Rejected if the thing is unknown."""
+    def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
+        """Remember a certificate signed from ``thing_id``'s CSR; revoke the server-made ones.
+
+        Rejected if the thing is unknown. Returns the serials of the certificates
+        with a server-generated key that this revoked (see the Backend protocol).
+        """
         row = (cert.serial.lower(), thing_id, _sql.utc_iso(cert.not_before),
                _sql.utc_iso(cert.not_after), cert.cert_pem, None, None, _sql.now_iso())
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> tuple[str, ...]:
             if conn.execute("SELECT 1 FROM things WHERE id = ?", (thing_id,)).fetchone() is None:
                 raise Rejected(f"thing {thing_id} not found; create it before recording a "
                                "certificate for it")
@@ -336,23 +340,19 @@ class EmbeddedBackend:
                             (row[0],)).fetchone() is not None:
                 raise Rejected(f"certificate serial {row[0]} is already recorded")
             _sql.insert_certificate(conn, row)
+            return _sql.revoke(conn, thing_id, server_made_only=True)
 
-        self._writer.submit(run, "recording a certificate", lambda _: {"certificates": 1})
-        logger.info("certificate recorded thing_id=%s serial=%s", thing_id, row[0])
+        revoked = self._writer.submit(run, "recording a certificate",
+                                      lambda _: {"certificates": 1})
+        logger.info("certificate recorded thing_id=%s serial=%s server_made_revoked=%d",
+                    thing_id, row[0], len(revoked))  # fmt: skip
+        return revoked
 
     def revoke_certificates(self, thing_id: str) -> tuple[str, ...]:
         """Revoke every unrevoked certificate of ``thing_id``; return their serials."""
 
-        def run(conn: sqlite3.Connection) -> tuple[str, ...]:
-            rows = conn.execute(
-                "SELECT serial FROM certificates WHERE thing_id = ? AND revoked = 0 ORDER BY rowid",
-                (thing_id,),
-            ).fetchall()
-            conn.execute("UPDATE certificates SET revoked = 1, revoked_at = ? "
-                         "WHERE thing_id = ? AND revoked = 0", (_sql.now_iso(), thing_id))
-            return tuple(r[0] for r in rows)
-
-        serials = self._writer.submit(run, "revoking certificates")
+        serials = self._writer.submit(lambda conn: _sql.revoke(conn, thing_id),
+                                      "revoking certificates")
         logger.info("certificates revoked thing_id=%s count=%s", thing_id, len(serials))
         return serials
 

@@ -62,6 +62,7 @@ __all__ = [
     "key_matches",
     "now_iso",
     "prepare",
+    "revoke",
     "store_error",
     "thing_record",
     "utc_iso",
@@ -456,6 +457,19 @@ def insert_mappings(conn: sqlite3.Connection, batch: Sequence[Prepared]) -> None
     _INSERT_CONNECTIONS.insert(conn, connections)
     _INSERT_CERTS.insert(conn, certs)
     _INSERT_BOOTSTRAP.insert(conn, boots)
+
+
+def revoke(conn: sqlite3.Connection, thing_id: str, *, server_made_only: bool = False
+           ) -> tuple[str, ...]:  # fmt: skip
+    """Revoke the unrevoked certificates of ``thing_id`` (only those with a server-made
+    key if ``server_made_only``); their serials in recording order."""
+    which = " AND key_pem IS NOT NULL" if server_made_only else ""
+    rows = conn.execute("SELECT serial FROM certificates WHERE thing_id = ? AND revoked = 0"  # noqa: S608
+                        f"{which} ORDER BY rowid", (thing_id,)).fetchall()
+    if rows:
+        conn.execute("UPDATE certificates SET revoked = 1, revoked_at = ? "  # noqa: S608
+                     f"WHERE thing_id = ? AND revoked = 0{which}", (now_iso(), thing_id))
+    return tuple(r[0] for r in rows)
 
 
 def bootstrap_record(conn: sqlite3.Connection, row: sqlite3.Row) -> BootstrapRecord:
