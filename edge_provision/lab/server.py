@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import secrets
 import signal
@@ -33,7 +34,7 @@ from edge_provision.crypto.pki import LocalCA
 from edge_provision.errors import ConfigError, StoreError
 from edge_provision.lab.backends.embedded import EmbeddedBackend
 from edge_provision.lab.http.app import LabApp, create_app
-from edge_provision.lab.http.listener import Listener, open_listener
+from edge_provision.lab.http.listener import Limits, Listener, open_listener
 from edge_provision.lab.service import LabService, ServiceInfo
 from edge_provision.lab.state_lock import StateLock
 from edge_provision.layout import Layout, default_layout, load_layout
@@ -43,7 +44,14 @@ from edge_provision.settings import LabSettings
 if TYPE_CHECKING:
     from edge_provision.lab.mosquitto import MosquittoSync
 
-__all__ = ["TOKEN_FILE", "RunningLabServer", "build_service", "serve", "start_in_thread"]
+__all__ = [
+    "TOKEN_FILE",
+    "RunningLabServer",
+    "build_service",
+    "exposure_warning",
+    "serve",
+    "start_in_thread",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +139,7 @@ def build_service(settings: LabSettings) -> LabService:
         ca_path=ca_dir / LocalCA.CERT_FILE,
         auth_hint=auth_hint,
         x509_provision=layout.bootstrap.x509_provision,
+        header_required=header_required,
     )
     return LabService(backend=backend, ca=ca, layout=layout, token=token,
                       header_required=header_required, encrypt_key=encrypt_key, info=info,
@@ -138,6 +147,28 @@ def build_service(settings: LabSettings) -> LabService:
 
 
 # ---------------------------------------------------------------------- start-up
+
+
+def exposure_warning(bound_host: str, port: int, header_required: bool) -> str | None:
+    """The warning for a server anyone beyond this machine may provision on, or None.
+
+    A configured token (``MF_PROVISION_API_KEY``, ``--token``) lets ``POST /mapping``
+    through without an Authorization header, as upstream does; harmless on
+    loopback, an open door on any other address.
+    """
+    if header_required:
+        return None
+    try:
+        if ipaddress.ip_address(bound_host.split("%", 1)[0]).is_loopback:
+            return None
+    except ValueError:
+        pass  # not numeric: assume the worst
+    return (f"WARNING: listening beyond loopback ({bound_host} port {port}) with a configured "
+            "token: anyone who reaches this port can POST /mapping without an Authorization "
+            "header (upstream's MF_PROVISION_API_KEY behaviour); listen on 127.0.0.1 "
+            "(--host), or drop --token / MF_PROVISION_API_KEY so that the generated token "
+            "is required on every request")  # fmt: skip
+
 
 
 @dataclass(frozen=True)
@@ -150,11 +181,19 @@ class _Lab:
     listener: Listener
     broker: MosquittoSync | None
 
+    @property
+    def exposure(self) -> str | None:
+        """:func:`exposure_warning` for this server."""
+        return exposure_warning(self.listener.host, self.listener.port,
+                                self.service.info.header_required)
+
     def banner(self) -> list[str]:
         """What ``serve`` prints once it listens."""
         info = self.service.info
+        exposure = self.exposure
         return [
             f"listening on {self.listener.url}",
+            *((exposure,) if exposure else ()),
             f"layout: {info.layout_source} ({info.things} things, {info.channels} channels"
             f"{', X.509 on' if info.x509_provision else ''})",
             f"database: {info.db_path}",
@@ -205,16 +244,22 @@ def _open(settings: LabSettings) -> _Lab:
     try:
         broker = _start_broker(settings, service)
         app = create_app(service)
+        limits = Limits(header_timeout_s=settings.header_timeout_s,
+                        body_timeout_s=settings.body_timeout_s,
+                        max_connections=settings.max_connections)
         listener = open_listener(app, host=settings.host, port=settings.port,
                                  log_level=settings.log_level, tls_cert=settings.server_cert,
-                                 tls_key=settings.server_key)  # fmt: skip
+                                 tls_key=settings.server_key, limits=limits)  # fmt: skip
     except BaseException:
         if broker is not None:
             broker.stop()
         service.close()
         lock.release()
         raise
-    return _Lab(lock, service, app, listener, broker)
+    lab = _Lab(lock, service, app, listener, broker)
+    if lab.exposure:
+        logger.warning("%s", lab.exposure)
+    return lab
 
 
 # --------------------------------------------------------------------- run modes

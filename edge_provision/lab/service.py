@@ -71,6 +71,8 @@ class ServiceInfo:
     ca_path: Path
     auth_hint: str
     x509_provision: bool
+    header_required: bool = True
+    """False with a configured token: ``POST /mapping`` without a header is let through."""
 
 
 def _thing_json(thing: ThingRecord) -> dict[str, object]:
