@@ -174,6 +174,8 @@ def test_csr_errors(lab: RunningLabServer, token: str) -> None:
         resp = send_csr(lab, {**good, "ttl_s": ttl}, thing["key"])
         assert resp.status_code == 400, ttl
         assert "ttl_s" in resp.json()["error"]
+    whole = send_csr(lab, {**good, "ttl_s": 3.0}, thing["key"])  # JSON Schema's integer
+    assert whole.status_code == 201, whole.text
     missing = send_csr(lab, {"thing_id": thing["id"]}, thing["key"])
     assert missing.status_code == 400
     assert "csr" in missing.json()["error"]

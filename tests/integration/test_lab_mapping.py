@@ -309,8 +309,9 @@ def test_unknown_route_and_method(lab: RunningLabServer) -> None:
     ("DELETE", "/mapping", "GET, POST"),
     ("POST", "/health", "GET, HEAD"),
     ("PATCH", "/certs/0a1b", "DELETE, GET"),
-    ("PUT", "/certs/ca", "DELETE, GET"),
-    ("PUT", "/certs/csr", "DELETE, GET, POST"),
+    ("PUT", "/certs/ca", "GET"),  # a concrete path shadows /certs/{id}
+    ("DELETE", "/certs/ca", "GET"),
+    ("GET", "/certs/csr", "POST"),
     ("POST", "/things/bootstrap/gw-1", "GET"),
 ])
 def test_405_allow_lists_every_method_of_the_path(lab: RunningLabServer, method: str, path: str,

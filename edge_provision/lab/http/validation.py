@@ -14,13 +14,18 @@ from edge_provision.lab.http.errors import ApiError, fail
 from edge_provision.lab.http.messages import JSON, Request
 
 __all__ = [
+    "CONTROL_CHARS",
+    "CONTROL_CHARS_BUT_LINE_BREAKS",
     "DEFAULT_PAGE_LIMIT",
+    "DOT_SEGMENTS",
+    "KEY_CHARS",
     "MAX_PAGE_LIMIT",
     "MAX_STRING_CHARS",
     "check_external_id",
     "check_external_key",
     "check_json_content_type",
     "optional",
+    "optional_whole_number",
     "page",
     "parse_object",
     "required",
@@ -29,10 +34,17 @@ __all__ = [
 MAX_STRING_CHARS = 1024
 """Longest external_id, external_key, name or thing_id accepted."""
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
-_CONTROL_BUT_LINE_BREAKS = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
-_NOT_IN_HEADER_KEY = re.compile("[ \u0100-\U0010ffff]")
-_DOT_SEGMENTS = (".", "..")
+CONTROL_CHARS = r"\u0000-\u001f\u007f"
+"""Control characters refused in ids, keys and names (a regex class body, for the document)."""
+CONTROL_CHARS_BUT_LINE_BREAKS = r"\u0000-\u0009\u000b\u000c\u000e-\u001f\u007f"
+"""The same, CR and LF allowed (a PEM text)."""
+KEY_CHARS = r"!-~\u0080-\u00ff"
+"""What an external_key may hold: Latin-1 (a header carries it) without spaces or controls."""
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]")
+_CONTROL_BUT_LINE_BREAKS = re.compile(f"[{CONTROL_CHARS_BUT_LINE_BREAKS}]")
+_NOT_A_KEY_CHAR = re.compile(f"[^{KEY_CHARS}]")
+DOT_SEGMENTS = (".", "..")
+"""external_ids an HTTP client removes from a path."""
 
 MAX_PAGE_LIMIT = 100
 DEFAULT_PAGE_LIMIT = 10
@@ -112,6 +124,21 @@ def optional(obj: dict[str, object], name: str, max_chars: int = MAX_STRING_CHAR
     return value
 
 
+def optional_whole_number(obj: dict[str, object], name: str, unit: str, *,
+                          minimum: int) -> int | None:  # fmt: skip
+    """Field ``name`` as a whole number >= ``minimum`` (``5`` or ``5.0``, as JSON Schema's
+    integer); None if absent or null."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        fail(400, f"field '{name}' must be a whole number of {unit} >= {minimum}, "
+                  f"got {value!r:.40}")  # fmt: skip
+    return value
+
+
 def required(obj: dict[str, object], name: str, max_chars: int = MAX_STRING_CHARS, *,
              line_breaks: bool = False) -> str:  # fmt: skip
     """Field ``name`` as a non-empty string; 400 if it is missing or empty."""
@@ -135,14 +162,14 @@ def check_external_id(value: str) -> None:
                   "its configuration at /things/bootstrap/<external_id>, one path segment, "
                   "which cannot hold a '/'; choose an external_id without it (a MAC address "
                   "such as 02:42:ac:11:00:07 is usual)")  # fmt: skip
-    if value in _DOT_SEGMENTS:
+    if value in DOT_SEGMENTS:
         fail(400, f"field 'external_id' is '{value}', a dot segment that HTTP clients remove "
                   "from the path /things/bootstrap/<external_id>; choose another external_id")
 
 
 def check_external_key(value: str) -> None:
     """400 unless a device can send ``value`` in ``Authorization: Thing <value>``."""
-    found = _NOT_IN_HEADER_KEY.search(value)
+    found = _NOT_A_KEY_CHAR.search(value)  # controls were refused before
     if found is None:
         return
     if found.group() == " ":
