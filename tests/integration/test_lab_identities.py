@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
-from _lab_util import lab_settings
+from _lab_util import lab_settings, operator_auth, serving
 
-from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
+from edge_provision.lab.server import RunningLabServer
 
 TIMEOUT = 10
 CONTROLS = ["\x00", "\x01", "\t", "\n", "\r", "\x1b", "\x1f", "\x7f"]
@@ -27,15 +28,14 @@ CONTROLS = ["\x00", "\x01", "\t", "\n", "\r", "\x1b", "\x1f", "\x7f"]
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[RunningLabServer]:
     """A lab server with a generated token."""
-    with start_in_thread(lab_settings(tmp_path)) as server:
+    with serving(lab_settings(tmp_path)) as server:
         yield server
-        assert server.service.internal_errors == 0
 
 
 @pytest.fixture
 def auth(tmp_path: Path, lab: RunningLabServer) -> dict[str, str]:
     """The operator's Authorization header."""
-    return {"Authorization": "Bearer " + (tmp_path / "lab" / TOKEN_FILE).read_text().strip()}
+    return operator_auth(tmp_path)
 
 
 def _map(lab: RunningLabServer, auth: dict[str, str], body: dict[str, object]
@@ -75,21 +75,15 @@ def test_concurrent_nul_requests_never_take_another_record(
     lab: RunningLabServer, auth: dict[str, str]
 ) -> None:
     """50 concurrent ``gw\\u0000evil`` requests: all 400, no thing-set, ``gw`` stays its own."""
-    results: list[int] = []
-    lock = threading.Lock()
     barrier = threading.Barrier(50, timeout=TIMEOUT)
 
-    def attack() -> None:
+    def attack(_: int) -> int:
         barrier.wait()
-        resp = _map(lab, auth, {"external_id": "gw\u0000evil", "external_key": "attacker"})
-        with lock:
-            results.append(resp.status_code)
+        body = {"external_id": "gw\u0000evil", "external_key": "attacker"}
+        return _map(lab, auth, body).status_code
 
-    threads = [threading.Thread(target=attack) for _ in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=TIMEOUT * 3)
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(attack, range(50), timeout=TIMEOUT * 3))
     assert results == [400] * 50
     assert _total(lab, auth, "/things") == 0
     assert _total(lab, auth, "/things/configs") == 0

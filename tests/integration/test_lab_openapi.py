@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import pytest
 import requests
-from _lab_util import lab_settings
+from _lab_util import lab_settings, serving
 
 from edge_provision.crypto import bootstrap_cipher, pki
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
@@ -31,9 +31,8 @@ EXTERNAL_ID, EXTERNAL_KEY = "02:42:ac:11:00:42", "openapi-key"
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[RunningLabServer]:
     """A lab server with a generated token."""
-    with start_in_thread(lab_settings(tmp_path)) as server:
+    with serving(lab_settings(tmp_path)) as server:
         yield server
-        assert server.service.internal_errors == 0
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from _lab_util import lab_settings
+from _lab_util import lab_settings, serving
 
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
 
@@ -58,9 +58,8 @@ def quick(tmp_path: Path) -> Iterator[RunningLabServer]:
     """A lab server with 0.5 s deadlines and a cap of 16 connections."""
     settings = lab_settings(tmp_path, header_timeout_s=0.5, body_timeout_s=0.5,
                             max_connections=16)
-    with start_in_thread(settings) as server:
+    with serving(settings) as server:
         yield server
-        assert server.service.internal_errors == 0
 
 
 def _token(tmp_path: Path) -> str:

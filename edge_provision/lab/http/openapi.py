@@ -248,7 +248,11 @@ DOCUMENT: Doc = {
         "title": "edge-provision lab server",
         "version": __version__,
         "description": "Mainflux-compatible provision, bootstrap and certificate endpoints. "
-                       "Every error is {\"error\": \"<what was wrong and what to do>\"}.",
+                       "Every error is {\"error\": \"<what was wrong and what to do>\"}. "
+                       "Before any operation is reached, a connection may be answered 408 "
+                       "(the request head was not complete in time) or 503 with Retry-After "
+                       "(the connection cap is reached and every connection is busy), and "
+                       "closed.",
     },
     "paths": _PATHS,
     "components": {
