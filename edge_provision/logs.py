@@ -2,7 +2,10 @@
 
 Code never logs secrets on purpose; :class:`RedactingFilter` is the backstop that
 masks anything registered with :func:`register_secret` (tokens, keys) and any
-PEM private key block that slips into a message anyway.
+PEM private key block that slips into a message anyway. It also escapes control
+characters in every message (``\\n``, ``\\x1b``, ...): a value a client sent
+(an external_id, a path) can neither forge a log line nor colour a terminal.
+Tracebacks keep their line breaks.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import re
 import sys
 import threading
 
-__all__ = ["RedactingFilter", "register_secret", "setup_logging"]
+__all__ = ["RedactingFilter", "escape_controls", "register_secret", "setup_logging"]
 
 _PEM_KEY_RE = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
 )
+_UNSAFE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _MIN_SECRET_LEN = 4
@@ -40,12 +45,26 @@ def _redact(text: str) -> str:
     return text
 
 
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    escaped = _ESCAPES.get(char)
+    if escaped is not None:
+        return escaped
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with C0/C1 control characters and line separators as backslash escapes."""
+    return _UNSAFE_RE.sub(_escape_char, text)
+
+
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's final message with secrets masked."""
+    """Rewrites each record's final message: secrets masked, control characters escaped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = _redact(message)
+        cleaned = escape_controls(_redact(message))
         if cleaned != message:
             record.msg = cleaned
             record.args = None

@@ -186,8 +186,13 @@ class Backend(Protocol):
         """The thing if ``thing_key`` is its key, else None."""
         ...
 
-    def record_certificate(self, thing_id: str, cert: IssuedCert) -> None:
-        """Remember a certificate issued to ``thing_id``."""
+    def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
+        """Remember a certificate signed from ``thing_id``'s own CSR.
+
+        In the same transaction, every unrevoked certificate the server made for
+        that thing (with a server-generated key, by ``/mapping``) is revoked: the
+        gateway has a key of its own now. Returns the serials revoked that way.
+        """
         ...
 
     def revoke_certificates(self, thing_id: str) -> tuple[str, ...]:
@@ -232,7 +237,10 @@ class Backend(Protocol):
         ...
 
     def counts(self) -> dict[str, int]:
-        """Number of things, channels, connections, bootstrap_configs, certificates."""
+        """Number of things, channels, connections, bootstrap_configs, certificates.
+
+        Scraped by ``/metrics`` (unauthenticated): keep it cheap, never a count per call.
+        """
         ...
 
     def metrics(self) -> list[Metric]:

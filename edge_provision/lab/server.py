@@ -7,20 +7,22 @@
     ca/         the local CA (ca.key 0600, ca.crt 0644)
     api-token   the operator token, generated at first start (0600) unless one
                 is configured (MF_PROVISION_API_KEY, server.mf_api_key, --token)
+    lab.lock    held while a server runs, with its pid: one server per directory
 
 The backend is the one ``settings.backend`` names
 (:func:`edge_provision.lab.backends.open_backend`).
 
-One start-up (``_open``): the service, the broker with ``--mqtt``, the ASGI app
-and the bound socket. ``serve`` runs that in the foreground until Ctrl-C or
-SIGTERM (exit code 0); ``start_in_thread`` runs it in a background thread for
-tests and benchmarks. Only the way it runs and stops differs.
+One start-up (``_open``): the state directory's lock, the service, the broker
+with ``--mqtt``, the ASGI app and the bound socket. ``serve`` runs that in the
+foreground until Ctrl-C or SIGTERM (exit code 0); ``start_in_thread`` runs it in
+a background thread for tests and benchmarks. Only the way it runs and stops differs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import secrets
 import signal
@@ -36,8 +38,9 @@ from edge_provision.crypto.pki import LocalCA
 from edge_provision.errors import ConfigError, StoreError
 from edge_provision.lab.backends import open_backend
 from edge_provision.lab.http.app import LabApp, create_app
-from edge_provision.lab.http.listener import Listener, open_listener
+from edge_provision.lab.http.listener import Limits, Listener, open_listener
 from edge_provision.lab.service import LabService, ServiceInfo
+from edge_provision.lab.state_lock import StateLock
 from edge_provision.layout import Layout, default_layout, load_layout
 from edge_provision.logs import register_secret
 from edge_provision.settings import LabSettings
@@ -45,7 +48,14 @@ from edge_provision.settings import LabSettings
 if TYPE_CHECKING:
     from edge_provision.lab.mosquitto import MosquittoSync
 
-__all__ = ["TOKEN_FILE", "RunningLabServer", "build_service", "serve", "start_in_thread"]
+__all__ = [
+    "TOKEN_FILE",
+    "RunningLabServer",
+    "build_service",
+    "exposure_warning",
+    "serve",
+    "start_in_thread",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +143,7 @@ def build_service(settings: LabSettings) -> LabService:
         x509_provision=layout.bootstrap.x509_provision,
         backend=opened.name,
         backend_banner=opened.banner,
+        header_required=header_required,
     )
     return LabService(backend=opened.backend, ca=ca, layout=layout, token=token,
                       header_required=header_required, encrypt_key=encrypt_key, info=info,
@@ -142,20 +153,51 @@ def build_service(settings: LabSettings) -> LabService:
 # ---------------------------------------------------------------------- start-up
 
 
+def exposure_warning(bound_host: str, port: int, header_required: bool) -> str | None:
+    """The warning for a server anyone beyond this machine may provision on, or None.
+
+    A configured token (``MF_PROVISION_API_KEY``, ``--token``) lets ``POST /mapping``
+    through without an Authorization header, as upstream does; harmless on
+    loopback, an open door on any other address.
+    """
+    if header_required:
+        return None
+    try:
+        if ipaddress.ip_address(bound_host.split("%", 1)[0]).is_loopback:
+            return None
+    except ValueError:
+        pass  # not numeric: assume the worst
+    return (f"WARNING: listening beyond loopback ({bound_host} port {port}) with a configured "
+            "token: anyone who reaches this port can POST /mapping without an Authorization "
+            "header (upstream's MF_PROVISION_API_KEY behaviour); listen on 127.0.0.1 "
+            "(--host), or drop --token / MF_PROVISION_API_KEY so that the generated token "
+            "is required on every request")  # fmt: skip
+
+
+
 @dataclass(frozen=True)
 class _Lab:
     """One lab server, built and bound but not yet serving (see :func:`_open`)."""
 
+    lock: StateLock
     service: LabService
     app: LabApp
     listener: Listener
     broker: MosquittoSync | None
 
+    @property
+    def exposure(self) -> str | None:
+        """:func:`exposure_warning` for this server."""
+        return exposure_warning(self.listener.host, self.listener.port,
+                                self.service.info.header_required)
+
     def banner(self) -> list[str]:
         """What ``serve`` prints once it listens."""
         info = self.service.info
+        exposure = self.exposure
         return [
             f"listening on {self.listener.url}",
+            *((exposure,) if exposure else ()),
             f"layout: {info.layout_source} ({info.things} things, {info.channels} channels"
             f"{', X.509 on' if info.x509_provision else ''})",
             *info.backend_banner,
@@ -166,11 +208,14 @@ class _Lab:
         ]
 
     def close(self) -> None:
-        """Release the socket, the broker and the service (after serving ended)."""
-        self.listener.close()
-        if self.broker is not None:
-            self.broker.stop()
-        self.service.close()
+        """Release the socket, the broker, the service, the lock (after serving ended)."""
+        try:
+            self.listener.close()
+            if self.broker is not None:
+                self.broker.stop()
+            self.service.close()
+        finally:
+            self.lock.release()
 
 
 def _start_broker(settings: LabSettings, service: LabService) -> MosquittoSync | None:
@@ -192,21 +237,33 @@ def _start_broker(settings: LabSettings, service: LabService) -> MosquittoSync |
 
 
 def _open(settings: LabSettings) -> _Lab:
-    """The one start-up: service, broker (if asked for), ASGI app, bound socket."""
-    service = build_service(settings)
+    """The one start-up: lock, service, broker (if asked for), ASGI app, bound socket."""
+    lock = StateLock.acquire(Path(settings.state_dir))
+    try:
+        service = build_service(settings)
+    except BaseException:
+        lock.release()
+        raise
     broker: MosquittoSync | None = None
     try:
         broker = _start_broker(settings, service)
         app = create_app(service)
+        limits = Limits(header_timeout_s=settings.header_timeout_s,
+                        body_timeout_s=settings.body_timeout_s,
+                        max_connections=settings.max_connections)
         listener = open_listener(app, host=settings.host, port=settings.port,
                                  log_level=settings.log_level, tls_cert=settings.server_cert,
-                                 tls_key=settings.server_key)  # fmt: skip
+                                 tls_key=settings.server_key, limits=limits)  # fmt: skip
     except BaseException:
         if broker is not None:
             broker.stop()
         service.close()
+        lock.release()
         raise
-    return _Lab(service, app, listener, broker)
+    lab = _Lab(lock, service, app, listener, broker)
+    if lab.exposure:
+        logger.warning("%s", lab.exposure)
+    return lab
 
 
 # --------------------------------------------------------------------- run modes

@@ -78,6 +78,8 @@ class ServiceInfo:
     """How the backend describes itself at start (``database: ...``)."""
     certs: str = "lab-ca"
     """Who signs certificates: the lab's own CA (``/health``)."""
+    header_required: bool = True
+    """False with a configured token: ``POST /mapping`` without a header is let through."""
 
 
 def _thing_json(thing: ThingRecord) -> dict[str, object]:
@@ -327,7 +329,11 @@ class LabService:
     def sign_csr(
         self, thing_id: str, header: str | None, csr_pem: str, ttl_s: int | None
     ) -> dict[str, object]:
-        """Sign a gateway's CSR for ``thing_id`` (CN forced to the thing id)."""
+        """Sign a gateway's CSR for ``thing_id`` (CN forced to the thing id).
+
+        The certificates the server made for the thing (its key generated here, by
+        ``/mapping`` with X.509 on) are revoked: the gateway has its own key now.
+        """
         thing_key = extract_credential(header, THING_SCHEMES)
         if thing_key is None:
             raise Unauthorized(f"missing or unreadable thing key; {_THING_HINT}")
@@ -338,10 +344,14 @@ class LabService:
             )
         ttl = self._max_ttl_s if ttl_s is None else min(ttl_s, self._max_ttl_s)
         issued = self._ca.sign_csr(csr_pem, common_name=thing_id, ttl_s=ttl)
-        self._backend.record_certificate(thing_id, issued)
+        revoked = self._backend.record_certificate(thing_id, issued)
         self.counters.inc("certificates_issued_total")
         logger.info("certificate issued thing_id=%s serial=%s ttl_s=%d", thing_id,
                     issued.serial, ttl)
+        if revoked:  # the server-made key is not the gateway's any more
+            logger.info("server-made certificates revoked thing_id=%s serials=%s", thing_id,
+                        ",".join(revoked))
+            self._changed("revoke")
         return {
             "thing_id": thing_id,
             "client_cert": issued.cert_pem,

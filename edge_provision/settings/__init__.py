@@ -400,6 +400,19 @@ class LabSettings:
         65536, FieldKind.INT, env=["EDGE_PROVISION_LAB_MAX_BODY"], minimum=1024, maximum=16 << 20,
         help="largest accepted request body",
     )
+    max_connections: int = _setting(
+        4096, FieldKind.INT, env=["EDGE_PROVISION_LAB_MAX_CONNECTIONS"], minimum=16,
+        maximum=1_000_000,
+        help="open HTTP connections at most (one more closes the longest idle one, else 503)",
+    )
+    header_timeout_s: float = _setting(
+        10.0, FieldKind.DURATION, env=["EDGE_PROVISION_LAB_HEADER_TIMEOUT"], minimum=0.1,
+        maximum=3600, help="time a client has to send a request's headers (else 408)",
+    )
+    body_timeout_s: float = _setting(
+        30.0, FieldKind.DURATION, env=["EDGE_PROVISION_LAB_BODY_TIMEOUT"], minimum=0.1,
+        maximum=3600, help="time a client has to send a request's body (else closed)",
+    )
     mqtt: bool = _setting(
         False, FieldKind.BOOL, env=["EDGE_PROVISION_LAB_MQTT"], flag="--mqtt",
         help="run a mosquitto broker whose auth follows the provisioned things",

@@ -283,6 +283,35 @@ def test_concurrent_distinct_ids_are_batched(backend: EmbeddedBackend) -> None:
     assert backend.bootstrap("gw-15-9", "key-15-9") is not None
 
 
+def test_batched_values_are_stored_whole(backend: EmbeddedBackend) -> None:
+    """Values with NUL and other controls survive the batched insert uncut (no JSON round trip).
+
+    The HTTP layer refuses such values; the backend must still never cut one, or
+    10 concurrent ``gw\\u0000evil`` would be stored as ``gw`` and as a second set.
+    """
+    odd = ["gw\x00evil", "gw\x1b[31m\n", "gw\u2028\U0001f600"]
+
+    async def race(external_id: str) -> list[MappingRecord]:
+        run = _default_plan(external_id=external_id, key="k", name=f"name-{external_id}")
+        return list(await asyncio.gather(*(backend.provision(run, owner="lab")
+                                           for _ in range(10))))
+
+    for external_id in odd:
+        records = asyncio.run(race(external_id))
+        assert sum(r.created for r in records) == 1, repr(external_id)
+        assert len({r.things[0].id for r in records}) == 1
+    assert backend.stats.max_batch > 1  # the batched path ran
+    assert backend.counts()["things"] == len(odd)
+    assert backend.bootstrap("gw", "k") is None
+    for external_id in odd:
+        config = backend.bootstrap(external_id, "k")
+        assert config is not None, repr(external_id)
+        assert config.external_id == external_id and config.name == f"name-{external_id}"
+    things = backend.list_things(0, 100).items
+    assert sorted(t.name for t in things) == sorted(f"name-{i}" for i in odd)
+    assert sorted(str(t.metadata["external_id"]) for t in things) == sorted(odd)
+
+
 def test_one_bad_request_does_not_fail_its_batch(backend: EmbeddedBackend) -> None:
     """Conflicting keys for one external_id fail alone; the other requests still commit."""
 
@@ -402,6 +431,57 @@ def test_revocation(backend: EmbeddedBackend, ca: LocalCA) -> None:
         backend.record_certificate("no-such-thing", cert)
     assert backend.certificate("00ff") is None
     assert backend.list_certificates().total == 1
+
+
+def _counted(db_path: Path) -> dict[str, int]:
+    """Every table's rows, counted by a connection of the test's own."""
+    with sqlite3.connect(db_path) as conn:
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("things", "channels", "connections", "bootstrap_configs",
+                          "certificates")}
+
+
+class _TracedBackend(EmbeddedBackend):
+    """A real backend that records every statement its connections run."""
+
+    statements: list[str]
+
+    def _connect(self) -> sqlite3.Connection:
+        if not hasattr(self, "statements"):
+            self.statements = []
+        conn = super()._connect()
+        conn.set_trace_callback(self.statements.append)
+        return conn
+
+
+def test_counts_follow_commits_without_a_query(db_path: Path, ca: LocalCA) -> None:
+    """counts() equals COUNT(*) after batches, repeats, conflicts, certificates and a reopen,
+    and answers without running a single statement."""
+    layout = load_layout(MULTI_LAYOUT)
+    with _TracedBackend(db_path) as backend:
+
+        def work(i: int) -> object:
+            if i % 4 == 3:  # a conflict: fails alone, counts nothing
+                return provision(backend, _default_plan("contested", f"key-{i}"))
+            return provision(backend, _default_plan(f"gw-{i % 8}", "k", layout=layout),
+                             _issuer(ca))
+
+        results = _run_threads(16, work)
+        assert sum(isinstance(r, AlreadyProvisioned) for r in results) == 3
+        thing = backend.list_things(0, 1).items[0]
+        cert, _ = ca.issue(common_name=thing.id, key_type="ec", key_bits=None, ttl_s=60)
+        backend.record_certificate(thing.id, cert)
+        with pytest.raises(Rejected):
+            backend.record_certificate(thing.id, cert)  # refused: counts nothing
+        backend.revoke_certificates(thing.id)
+        assert backend.counts() == _counted(db_path)
+        assert backend.counts()["things"] == 6 * 3 + 1  # gw-0,1,2,4,5,6 and "contested"
+        backend.statements.clear()
+        for _ in range(3):
+            backend.counts()
+        assert backend.statements == []
+    with EmbeddedBackend(db_path) as reopened:
+        assert reopened.counts() == _counted(db_path)
 
 
 def test_pagination(backend: EmbeddedBackend) -> None:

@@ -374,6 +374,12 @@ def test_embedded_delete_keeps_revocations_and_the_mapping_consistent(tmp_path: 
         assert asyncio.run(backend.provision(run, owner="admin")).created  # anew
         assert backend.delete_thing(gateway.id) is None
         assert set(backend.broker_snapshot().revoked) == {c.serial for c in certs.values()}
+        kept = backend.counts()  # moved by each delete's cascade, no query
+    conn = sqlite3.connect(db)
+    counted = {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+               for table in kept}
+    conn.close()
+    assert kept == counted and kept["certificates"] == 0
     conn = sqlite3.connect(db)
     conn.execute("DROP TABLE revoked_certificates")
     conn.execute("PRAGMA user_version = 1")

@@ -114,6 +114,38 @@ def test_csr_issuance_and_revocation(lab: RunningLabServer, token: str) -> None:
     assert again.json() == {"revoked": []}
 
 
+def test_csr_certificate_revokes_the_server_made_one(lab: RunningLabServer, token: str) -> None:
+    """Once a thing has a CSR-issued certificate, the server-made one (key from /mapping) is
+    revoked, the CSR-issued ones never are, and the broker is told (a ``revoke`` event)."""
+    events: list[str] = []
+    lab.service.add_listener(events.append)
+    body = provision(lab, token, "gw-own-key")
+    thing = body["things"][0]  # type: ignore[index]
+    server_made = pki.parse_certificate(body["client_cert"][thing["id"]]).serial  # type: ignore[index]
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def revoked(serial: str) -> bool:
+        resp = requests.get(f"{lab.url}/certs/{serial}", headers=auth, timeout=TIMEOUT)
+        assert resp.status_code == 200, resp.text
+        return bool(resp.json()["revoked"])
+
+    assert revoked(server_made) is False
+    serials = []
+    for _ in range(2):
+        resp = send_csr(lab, {"thing_id": thing["id"],
+                              "csr": pki.make_csr(pki.generate_key("ec"), "x")},
+                        f"Thing {thing['key']}")
+        assert resp.status_code == 201, resp.text
+        serials.append(resp.json()["cert_serial"])
+    assert revoked(server_made) is True
+    assert [revoked(s) for s in serials] == [False, False]
+    assert events == ["mapping", "revoke"]  # the second CSR had nothing left to revoke
+    other = provision(lab, token, "gw-untouched")
+    other_thing = other["things"][0]  # type: ignore[index]
+    other_serial = pki.parse_certificate(other["client_cert"][other_thing["id"]]).serial  # type: ignore[index]
+    assert revoked(other_serial) is False
+
+
 def test_csr_ttl_is_capped(lab: RunningLabServer, token: str) -> None:
     """A requested ttl_s above the configured validity is lowered to it."""
     thing = provision(lab, token, "gw-cap")["things"][0]  # type: ignore[index]
@@ -142,6 +174,8 @@ def test_csr_errors(lab: RunningLabServer, token: str) -> None:
         resp = send_csr(lab, {**good, "ttl_s": ttl}, thing["key"])
         assert resp.status_code == 400, ttl
         assert "ttl_s" in resp.json()["error"]
+    whole = send_csr(lab, {**good, "ttl_s": 3.0}, thing["key"])  # JSON Schema's integer
+    assert whole.status_code == 201, whole.text
     missing = send_csr(lab, {"thing_id": thing["id"]}, thing["key"])
     assert missing.status_code == 400
     assert "csr" in missing.json()["error"]

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import pytest
 import requests
-from _lab_util import lab_settings
+from _lab_util import lab_settings, serving
 
 from edge_provision.crypto import bootstrap_cipher, pki
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
@@ -31,9 +31,8 @@ EXTERNAL_ID, EXTERNAL_KEY = "02:42:ac:11:00:42", "openapi-key"
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[RunningLabServer]:
     """A lab server with a generated token."""
-    with start_in_thread(lab_settings(tmp_path)) as server:
+    with serving(lab_settings(tmp_path)) as server:
         yield server
-        assert server.service.internal_errors == 0
 
 
 @pytest.fixture
@@ -69,7 +68,10 @@ def test_document_lists_exactly_the_served_routes(lab: RunningLabServer) -> None
     assert served == documented
     for template in doc["paths"]:
         path = _concrete(template)
-        allowed = {m.upper() for t, ops in doc["paths"].items() if _matches(t, path) for m in ops}
+        # as OpenAPI matches paths: a concrete one shadows the templates
+        matching = [template] if "{" not in template else [
+            t for t in doc["paths"] if _matches(t, path)]
+        allowed = {m.upper() for t in matching for m in doc["paths"][t]}
         for method in METHODS:
             resp = requests.request(method, f"{lab.url}{path}", timeout=TIMEOUT,
                                     allow_redirects=False)
@@ -93,6 +95,20 @@ def test_document_is_consistent(lab: RunningLabServer) -> None:
             assert op["responses"], (method, template)
             for scheme in op.get("security", []):
                 assert set(scheme) <= set(doc["components"]["securitySchemes"])
+
+
+def test_mapping_security_follows_the_token_mode(tmp_path: Path, lab: RunningLabServer) -> None:
+    """POST /mapping needs the token when it was generated; with a configured one (upstream's
+    MF_PROVISION_API_KEY) the document says it is optional, as the server lets it through."""
+    assert _document(lab)["paths"]["/mapping"]["post"]["security"] == [{"operatorToken": []}]
+    settings = lab_settings(tmp_path / "configured", env={"MF_PROVISION_API_KEY": "op-key"})
+    with start_in_thread(settings) as configured:
+        doc = _document(configured)
+        assert doc["paths"]["/mapping"]["post"]["security"] == [{"operatorToken": []}, {}]
+        assert doc["paths"]["/mapping"]["get"]["security"] == [{"operatorToken": []}]
+        resp = requests.post(f"{configured.url}/mapping", timeout=TIMEOUT,
+                             json={"external_id": "gw", "external_key": "k"})
+        assert resp.status_code == 201
 
 
 # ------------------------------------------------------------------ the statuses

@@ -131,18 +131,75 @@ def _reader(stream: object, lines: queue.Queue[str]) -> None:
         lines.put(line)
 
 
+def _spawn(state: Path, *args: str, env: dict[str, str] | None = None
+           ) -> subprocess.Popen[str]:
+    """``python -m edge_provision --state-dir <state> serve --port 0 <args>``, piped."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MF_", "EDGE_PROVISION_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_provision", "--state-dir", str(state), "serve",
+         "--port", "0", *args],
+        cwd=REPO, env={**clean, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+class _Output:
+    """The stdout lines of a spawned server, read in a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=_reader, args=(proc.stdout, self._queue),
+                                        daemon=True)
+        self._thread.start()
+
+    def url(self) -> str:
+        """Wait (20 s at most) for the ``listening on`` line; the URL in it."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                assert self.proc.poll() is None, f"serve exited early: {self.lines}"
+                continue
+            self.lines.append(line)
+            match = re.fullmatch(r"listening on (http://127\.0\.0\.1:\d+)\n", line)
+            if match:
+                return match.group(1)
+        raise AssertionError(f"no 'listening on' line in 20 s: {self.lines}")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
+        """Send ``sig``, wait for the exit; (exit code, stderr). Kills it after 20 s."""
+        try:
+            self.proc.send_signal(sig)
+            code = self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._thread.join(timeout=5)
+        while not self._queue.empty():
+            self.lines.append(self._queue.get())
+        assert self.proc.stderr is not None
+        return code, self.proc.stderr.read()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_subprocess(tmp_path: Path, sig: signal.Signals) -> None:
     """`python -m edge_provision serve --port 0` prints its URL, serves, and exits 0 on a signal."""
     state = tmp_path / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MF_", "EDGE_PROVISION_"))}
-    with subprocess.Popen(
-        [sys.executable, "-m", "edge_provision", "--state-dir", str(state), "serve", "--port", "0"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    ) as proc:
-        output, errors = _drive(proc, state, sig)
-    text = "".join(output)
-    token = (state / TOKEN_FILE).read_text().strip()
+    with _spawn(state) as proc:
+        out = _Output(proc)
+        url = out.url()
+        token = (state / TOKEN_FILE).read_text().strip()
+        assert requests.get(f"{url}/health", timeout=TIMEOUT).json()["status"] == "pass"
+        resp = requests.post(f"{url}/mapping", json={"external_id": "p", "external_key": "k"},
+                             headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
+        assert resp.status_code == 201
+        code, errors = out.stop(sig)
+    assert code == 0
+    text = "".join(out.lines)
     assert f"token in {state / TOKEN_FILE}" in text
     assert "layout: <built-in> (1 things, 2 channels)" in text
     assert f"database: {state / 'lab.db'}" in text
@@ -150,42 +207,49 @@ def test_serve_subprocess(tmp_path: Path, sig: signal.Signals) -> None:
     assert token not in errors
 
 
-def _drive(proc: subprocess.Popen[str], state: Path, sig: signal.Signals
-           ) -> tuple[list[str], str]:
-    """Wait for the URL line, provision once, send ``sig``; return stdout lines and stderr."""
-    lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True)
-    reader.start()
-    output: list[str] = []
-    try:
-        url = None
-        deadline = time.monotonic() + 20
-        while url is None and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=0.5)
-            except queue.Empty:
-                assert proc.poll() is None, "serve exited early"
-                continue
-            output.append(line)
-            match = re.fullmatch(r"listening on (http://127\.0\.0\.1:\d+)\n", line)
-            url = match.group(1) if match else None
-        assert url is not None, output
-        token = (state / TOKEN_FILE).read_text().strip()
-        assert requests.get(f"{url}/health", timeout=TIMEOUT).json()["status"] == "pass"
-        resp = requests.post(f"{url}/mapping", json={"external_id": "p", "external_key": "k"},
-                             headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
-        assert resp.status_code == 201
-        proc.send_signal(sig)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    reader.join(timeout=5)
-    while not lines.empty():
-        output.append(lines.get())
-    assert proc.stderr is not None
-    return output, proc.stderr.read()
+def test_second_server_on_one_state_directory_is_refused(tmp_path: Path) -> None:
+    """A second server (thread or process) on a state directory in use names the first's pid."""
+    settings = lab_settings(tmp_path)
+    with start_in_thread(settings) as first:
+        with pytest.raises(ConfigError, match=rf"another lab server \(pid {os.getpid()}\)"):
+            start_in_thread(settings)
+        with _spawn(tmp_path / "lab") as proc:
+            _, errors = proc.communicate(timeout=30)
+        assert proc.returncode == 2, errors
+        assert f"in use by another lab server (pid {os.getpid()})" in errors
+        assert "--state-dir" in errors
+        assert requests.get(f"{first.url}/health", timeout=TIMEOUT).status_code == 200
+    with start_in_thread(settings) as again:  # the lock went with the first server
+        assert requests.get(f"{again.url}/health", timeout=TIMEOUT).status_code == 200
+
+
+def test_lock_of_a_killed_server_is_free(tmp_path: Path) -> None:
+    """A server killed with SIGKILL leaves no lock behind: the next one starts."""
+    with _spawn(tmp_path / "state") as proc:
+        out = _Output(proc)
+        out.url()
+        proc.kill()
+        proc.wait(timeout=10)
+        out.stop()
+    with start_in_thread(lab_settings(tmp_path, state_dir=tmp_path / "state")) as lab:
+        assert requests.get(f"{lab.url}/health", timeout=TIMEOUT).status_code == 200
+
+
+def test_logged_values_cannot_forge_log_lines(tmp_path: Path) -> None:
+    """A thing id with a line break and ANSI codes is logged escaped, on its own line."""
+    forged = "x\n2026-01-01 00:00:00,000 ERROR edge_provision: forged\x1b[2J"
+    with _spawn(tmp_path / "state", "--token", "op-token") as proc:
+        out = _Output(proc)
+        url = out.url()
+        resp = requests.delete(f"{url}/certs/{requests.utils.quote(forged, safe='')}",
+                               headers={"Authorization": "Bearer op-token"}, timeout=TIMEOUT)
+        assert resp.status_code == 200
+        code, errors = out.stop()
+    assert code == 0
+    assert "\x1b" not in errors
+    revoked = [line for line in errors.splitlines() if "certificates revoked" in line]
+    assert revoked and all(line.endswith("forged\\x1b[2J count=0") for line in revoked), revoked
+    assert not any(line.startswith("2026-01-01") for line in errors.splitlines())
 
 
 def test_metrics_count_mappings_fetches_certificates_and_statuses(

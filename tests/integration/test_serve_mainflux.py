@@ -267,7 +267,8 @@ def test_x509_at_mapping_goes_into_the_config_and_the_records(
     tmp_path: Path, fake: FakeMainflux
 ) -> None:
     """MF_PROVISION_X509_PROVISIONING: the lab CA's key and certificate reach the gateway through
-    the bootstrap config on the platform; the lab keeps the record, not the key."""
+    the bootstrap config on the platform; the lab keeps the record, not the key; a CSR-signed
+    certificate revokes the server-made one."""
     env = {**mainflux_env(fake), "MF_PROVISION_X509_PROVISIONING": "true",
            "EDGE_PROVISION_LAB_KEY_TYPE": "ec", "MF_PROVISION_CERTS_RSA_BITS": "256"}
     headers = {"Authorization": f"Bearer {env['MF_PROVISION_API_KEY']}"}
@@ -281,6 +282,16 @@ def test_x509_at_mapping_goes_into_the_config_and_the_records(
         assert boot["client_key"] == made["client_key"][thing_id]
         certs = requests.get(f"{lab.url}/certs", headers=headers, timeout=TIMEOUT).json()
         assert [c["thing_id"] for c in certs["certs"]] == [thing_id]
+        server_made = certs["certs"][0]["cert_serial"]
+        signed = requests.post(f"{lab.url}/certs/csr", timeout=TIMEOUT, json={
+            "thing_id": thing_id, "csr": pki.make_csr(pki.generate_key(), thing_id)},
+            headers={"Authorization": f"Thing {made['things'][0]['key']}"})
+        assert signed.status_code == 201, signed.text
+        old = requests.get(f"{lab.url}/certs/{server_made}", headers=headers, timeout=TIMEOUT)
+        new = requests.get(f"{lab.url}/certs/{signed.json()['cert_serial']}", headers=headers,
+                           timeout=TIMEOUT)
+        assert old.json()["revoked"] is True  # the key the lab made is no longer trusted
+        assert new.json()["revoked"] is False
     assert b"PRIVATE KEY" not in (tmp_path / "lab" / "certs.db").read_bytes()
 
 

@@ -86,4 +86,5 @@ class LabApp:
 
 def create_app(service: LabService) -> LabApp:
     """The ASGI application serving ``service`` (the caller closes the service)."""
-    return LabApp(Router([*lab_routes(service), *openapi_routes()]), service)
+    routes = [*lab_routes(service), *openapi_routes(service.info.header_required)]
+    return LabApp(Router(routes), service)

@@ -17,8 +17,11 @@ from edge_provision.lab.http.errors import fail
 from edge_provision.lab.http.messages import JSON, Reply, Request, json_reply
 from edge_provision.lab.http.router import Handler, Route
 from edge_provision.lab.http.validation import (
+    check_external_id,
+    check_external_key,
     check_json_content_type,
     optional,
+    optional_whole_number,
     page,
     parse_object,
     required,
@@ -69,6 +72,8 @@ def lab_routes(service: LabService) -> list[Route]:
         external_id = required(obj, "external_id")
         external_key = required(obj, "external_key")
         name = optional(obj, "name")
+        check_external_id(external_id)
+        check_external_key(external_key)
         return json_reply(201, await service.provision(external_id, external_key, name))
 
     async def get_mapping(request: Request) -> Reply:
@@ -101,11 +106,8 @@ def lab_routes(service: LabService) -> list[Route]:
         check_json_content_type(request)
         obj = parse_object(await request.body(limit), _CSR_EXAMPLE)
         thing_id = required(obj, "thing_id")
-        csr = required(obj, "csr", max_chars=MAX_CSR_CHARS)
-        ttl_s = obj.get("ttl_s")
-        if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, int)
-                                  or ttl_s < 1):  # fmt: skip
-            fail(400, f"field 'ttl_s' must be a whole number of seconds >= 1, got {ttl_s!r:.40}")
+        csr = required(obj, "csr", max_chars=MAX_CSR_CHARS, line_breaks=True)
+        ttl_s = optional_whole_number(obj, "ttl_s", "seconds", minimum=1)
         return json_reply(201, await _blocking(service.sign_csr, thing_id, header, csr, ttl_s))
 
     async def metrics(request: Request) -> Reply:

@@ -8,15 +8,24 @@ server. Change a handler, change this document.
 
 from __future__ import annotations
 
+import copy
 import json
 
 from edge_provision import __version__
 from edge_provision.lab.http.handlers import LISTINGS, MAX_CSR_CHARS
 from edge_provision.lab.http.messages import JSON, Reply, Request
 from edge_provision.lab.http.router import Route
-from edge_provision.lab.http.validation import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, MAX_STRING_CHARS
+from edge_provision.lab.http.validation import (
+    CONTROL_CHARS,
+    CONTROL_CHARS_BUT_LINE_BREAKS,
+    DEFAULT_PAGE_LIMIT,
+    DOT_SEGMENTS,
+    KEY_CHARS,
+    MAX_PAGE_LIMIT,
+    MAX_STRING_CHARS,
+)
 
-__all__ = ["DOCUMENT", "openapi_routes"]
+__all__ = ["DOCUMENT", "document", "openapi_routes"]
 
 Doc = dict[str, object]
 
@@ -29,6 +38,13 @@ _ERRORS = {
     415: "Content-Type is not application/json",
     503: "storage or platform unavailable; retry after `Retry-After`; requests are idempotent",
 }
+
+_ERROR_HEADERS: dict[int, Doc] = {
+    401: {"WWW-Authenticate": {"required": True, "description": "`Bearer` or `Thing`, with "
+                               "the realm", "schema": {"type": "string"}}},
+    503: {"Retry-After": {"required": True, "description": "seconds to wait",
+                          "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+}  # fmt: skip
 
 _OPERATOR: list[dict[str, list[str]]] = [{"operatorToken": []}]
 _THING: list[dict[str, list[str]]] = [{"thingKey": []}]
@@ -57,7 +73,10 @@ def _operation(summary: str, tag: str, ok: int, ok_body: Doc, errors: tuple[int,
                **extra: object) -> Doc:  # fmt: skip
     responses: Doc = {str(ok): {"description": "success", **ok_body}}
     for status in errors:
-        responses[str(status)] = {"description": _ERRORS[status], **_content(_ref("Error"))}
+        answer: Doc = {"description": _ERRORS[status], **_content(_ref("Error"))}
+        if status in _ERROR_HEADERS:
+            answer["headers"] = _ERROR_HEADERS[status]
+        responses[str(status)] = answer
     return {"summary": summary, "tags": [tag], "responses": responses, **extra}
 
 
@@ -70,7 +89,16 @@ def _path_param(name: str, description: str) -> list[Doc]:
              "schema": _string(minLength=1)}]  # fmt: skip
 
 
-_ID = _string(minLength=1, maxLength=MAX_STRING_CHARS)
+_ID = _string(minLength=1, maxLength=MAX_STRING_CHARS, pattern=f"^[^{CONTROL_CHARS}]+$")
+_EXTERNAL_ID = _string(
+    minLength=1, maxLength=MAX_STRING_CHARS, pattern=f"^[^{CONTROL_CHARS}/]+$",
+    **{"not": {"enum": list(DOT_SEGMENTS)}},
+    description="the gateway's id; no control characters, no '/', not a dot segment: it is "
+                "one path segment of /things/bootstrap/<external_id>")
+_EXTERNAL_KEY = _string(
+    minLength=1, maxLength=MAX_STRING_CHARS, pattern=f"^[{KEY_CHARS}]+$",
+    description="the gateway's secret; Latin-1 without spaces or control characters: the "
+                "gateway sends it in an Authorization header")
 _SCHEMAS: dict[str, Doc] = {
     "Error": _object(["error"], {"error": _string(description="what was wrong and what to do")}),
     "Health": _object(
@@ -82,8 +110,9 @@ _SCHEMAS: dict[str, Doc] = {
          "certs": _string(description="who signs certificates: lab-ca (the lab's own CA)")}),
     "MappingRequest": _object(
         ["external_id", "external_key"],
-        {"external_id": _ID, "external_key": _ID,
-         "name": {"type": ["string", "null"], "maxLength": MAX_STRING_CHARS}},
+        {"external_id": _EXTERNAL_ID, "external_key": _EXTERNAL_KEY,
+         "name": {"type": ["string", "null"], "maxLength": MAX_STRING_CHARS,
+                  "pattern": f"^[^{CONTROL_CHARS}]*$"}},
         closed=False),
     "Thing": _object(["id", "name", "key", "metadata"],
                      {"id": _string(), "name": _string(), "key": _string(),
@@ -110,7 +139,10 @@ _SCHEMAS: dict[str, Doc] = {
          "extra_things": {"type": "array", "items": _ref("Thing")}}),
     "CsrRequest": _object(
         ["thing_id", "csr"],
-        {"thing_id": _ID, "csr": _string(minLength=1, maxLength=MAX_CSR_CHARS),
+        {"thing_id": _ID, "csr": _string(
+            minLength=1, maxLength=MAX_CSR_CHARS,
+            pattern=f"^[^{CONTROL_CHARS_BUT_LINE_BREAKS}]+$",
+            description="the PEM CSR (line breaks allowed, no other control characters)"),
          "ttl_s": {"type": ["integer", "null"], "minimum": 1}},
         closed=False),
     "IssuedCertificate": _object(
@@ -165,7 +197,7 @@ _PATHS: dict[str, Doc] = {
         "post": _operation(
             "Provision a gateway (idempotent per external_id + external_key)", "provision",
             201, _content(_ref("Mapping")), (400, 401, 409, 413, 415, 503),
-            security=[*_OPERATOR, {}], **_body("MappingRequest")),
+            security=_OPERATOR, **_body("MappingRequest")),
         "get": _operation(
             "The layout's [bootstrap.content] (operator token)", "provision", 200,
             _content({"type": "object"}), (401,), security=_OPERATOR),
@@ -223,7 +255,11 @@ DOCUMENT: Doc = {
         "title": "edge-provision lab server",
         "version": __version__,
         "description": "Mainflux-compatible provision, bootstrap and certificate endpoints. "
-                       "Every error is {\"error\": \"<what was wrong and what to do>\"}.",
+                       "Every error is {\"error\": \"<what was wrong and what to do>\"}. "
+                       "Before any operation is reached, a connection may be answered 408 "
+                       "(the request head was not complete in time) or 503 with Retry-After "
+                       "(the connection cap is reached and every connection is busy), and "
+                       "closed.",
     },
     "paths": _PATHS,
     "components": {
@@ -240,7 +276,21 @@ DOCUMENT: Doc = {
         },
     },
 }  # fmt: skip
-"""The document served at ``/openapi.json``."""
+"""The document served at ``/openapi.json`` when every request needs the token."""
+
+
+def document(header_required: bool) -> Doc:
+    """The document of a server whose token is generated (``header_required``) or configured.
+
+    With a configured token (upstream's ``MF_PROVISION_API_KEY``) ``POST /mapping``
+    without an Authorization header is let through: its security is optional.
+    """
+    if header_required:
+        return DOCUMENT
+    doc = copy.deepcopy(DOCUMENT)
+    mapping = doc["paths"]["/mapping"]["post"]  # type: ignore[index]
+    mapping["security"] = [*_OPERATOR, {}]
+    return doc
 
 _DOCS_PAGE = """<!doctype html>
 <html lang="en">
@@ -258,13 +308,14 @@ _DOCS_PAGE = """<!doctype html>
 """
 
 
-def openapi_routes() -> list[Route]:
-    """``GET /openapi.json`` (the document) and ``GET /docs`` (Swagger UI)."""
-    document = Reply(200, json.dumps(DOCUMENT, separators=(",", ":")).encode(), JSON)
+def openapi_routes(header_required: bool = True) -> list[Route]:
+    """``GET /openapi.json`` (the :func:`document`) and ``GET /docs`` (Swagger UI)."""
+    served = Reply(200, json.dumps(document(header_required),
+                                   separators=(",", ":")).encode(), JSON)
     page = Reply(200, _DOCS_PAGE.encode(), "text/html; charset=utf-8")
 
     async def openapi(request: Request) -> Reply:
-        return document
+        return served
 
     async def docs(request: Request) -> Reply:
         return page

@@ -3,10 +3,12 @@
 A :class:`Route` is one operation (``GET /things/bootstrap/{external_id}``); a
 ``{name}`` segment matches one non-empty path segment (the decoded path, so an
 encoded ``/`` never matches) and is passed to the handler by name. Static paths
-are looked up in a dict first; templates are tried in the order given. A path
-that some route serves, but not with this method, is 405 with an ``Allow``
-header listing every method of the path; a path no route serves is 404, unless
-it does with the trailing slash added or removed: then a 307 redirect there.
+are looked up in a dict first and, as OpenAPI matches them, shadow the templates
+(``/certs/ca`` is only ``GET /certs/ca``, never ``/certs/{id}``); templates are
+tried in the order given. A path that some route serves, but not with this
+method, is 405 with an ``Allow`` header listing every method of the path; a
+path no route serves is 404, unless it does with the trailing slash added or
+removed: then a 307 redirect there.
 """
 
 from __future__ import annotations
@@ -94,7 +96,10 @@ class Router:
 
     def _served(self, path: str) -> dict[str, tuple[Handler, Mapping[str, str]]]:
         """Every method served on ``path``, with its handler and parameters."""
-        served = {m: (h, _NO_PARAMS) for m, h in self._static.get(path, {}).items()}
+        static = self._static.get(path)
+        if static is not None:  # a concrete path shadows the templates
+            return {m: (h, _NO_PARAMS) for m, h in static.items()}
+        served: dict[str, tuple[Handler, Mapping[str, str]]] = {}
         parts = path.split("/")
         for template in self._templates.get(len(parts), ()):
             params = template.match(parts)

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from edge_provision import fileio
 from edge_provision.errors import Rejected, StoreError
@@ -285,12 +285,13 @@ class EmbeddedBackend:
         return tuple(r[0] for r in rows)
 
     def counts(self) -> dict[str, int]:
-        """Number of things, channels, connections, bootstrap_configs, certificates."""
-        with self._reading("counting") as conn:
-            return {
-                table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
-                for table in _sql.COUNTED_TABLES
-            }
+        """Number of things, channels, connections, bootstrap_configs, certificates.
+
+        Kept by the writer as rows commit (counted once at open): no query here.
+        """
+        if self._closed:
+            raise StoreError(f"{self._path}: the lab backend is closed")
+        return self._writer.row_counts()
 
     def metrics(self) -> list[Metric]:
         """None of its own: the entity counts are all there is to show."""
@@ -330,27 +331,35 @@ class EmbeddedBackend:
 
     # ------------------------------------------------------------ cert writes
 
-    def record_certificate(self, thing_id: str, cert: IssuedCert) -> None:
-        """Remember a certificate issued to ``thing_id``; Rejected if the thing is unknown."""
+    def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
+        """Remember a certificate signed from ``thing_id``'s CSR; revoke the server-made ones.
+
+        Rejected if the thing is unknown. Returns the serials of the certificates
+        with a server-generated key that this revoked (see the Backend protocol).
+        """
         row = (cert.serial.lower(), thing_id, _sql.utc_iso(cert.not_before),
                _sql.utc_iso(cert.not_after), cert.cert_pem, None, None, _sql.now_iso())
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> tuple[str, ...]:
             if conn.execute("SELECT 1 FROM things WHERE id = ?", (thing_id,)).fetchone() is None:
                 raise Rejected(f"thing {thing_id} not found; create it before recording a "
                                "certificate for it")
             if conn.execute("SELECT 1 FROM certificates WHERE serial = ?",
                             (row[0],)).fetchone() is not None:
                 raise Rejected(f"certificate serial {row[0]} is already recorded")
-            conn.execute(_sql.INSERT_CERT, row)
+            _sql.insert_certificate(conn, row)
+            return _sql.revoke(conn, thing_id, server_made_only=True)
 
-        self._writer.submit(run, "recording a certificate")
-        logger.info("certificate recorded thing_id=%s serial=%s", thing_id, row[0])
+        revoked = self._writer.submit(run, "recording a certificate",
+                                      lambda _: {"certificates": 1})
+        logger.info("certificate recorded thing_id=%s serial=%s server_made_revoked=%d",
+                    thing_id, row[0], len(revoked))  # fmt: skip
+        return revoked
 
     def revoke_certificates(self, thing_id: str) -> tuple[str, ...]:
         """Revoke every unrevoked certificate of ``thing_id``; return their serials."""
 
-        serials = self._writer.submit(lambda conn: _revoke(conn, thing_id),
+        serials = self._writer.submit(lambda conn: _sql.revoke(conn, thing_id),
                                       "revoking certificates")
         logger.info("certificates revoked thing_id=%s count=%s", thing_id, len(serials))
         return serials
@@ -367,17 +376,24 @@ class EmbeddedBackend:
         again. Channels stay (other things may use them). None if no such thing.
         """
 
-        def run(conn: sqlite3.Connection) -> DeletedThing | None:
+        Removed = tuple[Optional[DeletedThing], dict[str, int]]
+
+        def run(conn: sqlite3.Connection) -> Removed:
             if conn.execute("SELECT 1 FROM things WHERE id = ?", (thing_id,)).fetchone() is None:
-                return None
-            revoked = _revoke(conn, thing_id)
+                return None, {}
+            revoked = _sql.revoke(conn, thing_id)
             boot = conn.execute("SELECT external_id FROM bootstrap_configs WHERE thing_id = ?",
                                 (thing_id,)).fetchone()  # fmt: skip
+            gone = {"things": -1, "bootstrap_configs": -1 if boot is not None else 0}
+            for table in ("connections", "certificates"):  # the rows the delete cascades to
+                gone[table] = -int(conn.execute(
+                    f"SELECT COUNT(*) FROM {table} WHERE thing_id = ?",  # noqa: S608
+                    (thing_id,)).fetchone()[0])  # fmt: skip
             _sql.forget_thing(conn, thing_id, gateway=boot is not None)
             conn.execute("DELETE FROM things WHERE id = ?", (thing_id,))  # cascades
-            return DeletedThing(thing_id, revoked, boot[0] if boot is not None else None)
+            return DeletedThing(thing_id, revoked, boot[0] if boot is not None else None), gone
 
-        deleted = self._writer.submit(run, "deleting a thing")
+        deleted, _ = self._writer.submit(run, "deleting a thing", rows=lambda result: result[1])
         if deleted is not None:
             logger.info("thing deleted thing_id=%s revoked=%d bootstrap_removed=%s", thing_id,
                         len(deleted.revoked), deleted.external_id is not None)  # fmt: skip
@@ -404,17 +420,4 @@ class EmbeddedBackend:
         if current is not None:
             accounts.append(BrokerAccount(current[0], current[1], tuple(channels)))
         return BrokerSnapshot(tuple(accounts), tuple(r[0] for r in revoked))
-
-
-def _revoke(conn: sqlite3.Connection, thing_id: str) -> tuple[str, ...]:
-    """Revoke the unrevoked certificates of ``thing_id`` (writer thread); their serials."""
-    rows = conn.execute(
-        "SELECT serial FROM certificates WHERE thing_id = ? AND revoked = 0 ORDER BY rowid",
-        (thing_id,),
-    ).fetchall()
-    now = _sql.now_iso()
-    conn.execute(_sql.REVOKE_CERTS, (now, thing_id))
-    conn.execute("UPDATE certificates SET revoked = 1, revoked_at = ? "
-                 "WHERE thing_id = ? AND revoked = 0", (now, thing_id))  # fmt: skip
-    return tuple(r[0] for r in rows)
 

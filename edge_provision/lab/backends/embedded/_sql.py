@@ -47,24 +47,25 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNTED_TABLES",
-    "INSERT_CERT",
-    "REVOKE_CERTS",
     "SCHEMA_VERSION",
     "SELECT_BOOTSTRAP",
     "Prepared",
     "bootstrap_record",
     "cert_record",
     "channel_record",
+    "count_rows",
     "ensure_schema",
     "existing_mappings",
     "find_mapping",
     "forget_thing",
+    "insert_certificate",
     "insert_mapping",
     "insert_mappings",
     "key_hash",
     "key_matches",
     "now_iso",
     "prepare",
+    "revoke",
     "store_error",
     "thing_record",
     "utc_iso",
@@ -158,10 +159,6 @@ _DDL = (
     *_V2_DDL,
 )
 
-INSERT_CERT = (
-    "INSERT INTO certificates (serial, thing_id, not_before, not_after, cert_pem, key_pem, "
-    "external_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
 SELECT_BOOTSTRAP = (
     "SELECT b.*, t.key AS thing_key FROM bootstrap_configs b JOIN things t ON t.id = b.thing_id"
 )
@@ -181,6 +178,12 @@ class Prepared:
     connection_rows: list[tuple[object, ...]]
     cert_rows: list[tuple[object, ...]]
     bootstrap_row: tuple[object, ...] | None
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows this mapping writes, by counted table."""
+        return {"things": len(self.thing_rows), "channels": len(self.channel_rows),
+                "connections": len(self.connection_rows), "certificates": len(self.cert_rows),
+                "bootstrap_configs": int(self.bootstrap_row is not None)}  # fmt: skip
 
 
 def now_iso() -> str:
@@ -296,6 +299,12 @@ def ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
         raise
 
 
+def count_rows(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows of every counted table (a full count: at open only)."""
+    return {table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+            for table in COUNTED_TABLES}  # fmt: skip
+
+
 def thing_record(row: sqlite3.Row) -> ThingRecord:
     """A ThingRecord from a ``things`` row."""
     return ThingRecord(row["id"], row["name"], row["key"], json.loads(row["metadata"]),
@@ -380,60 +389,94 @@ def forget_thing(conn: sqlite3.Connection, thing_id: str, *, gateway: bool) -> N
                      (_id_list(things), _id_list(white), row["external_id"]))  # fmt: skip
 
 
-def insert_mapping(conn: sqlite3.Connection, p: Prepared) -> None:
-    """Insert every row of one mapping, parents before children."""
-    conn.execute(
-        "INSERT INTO mappings (external_id, key_salt, key_hash, owner, thing_ids, channel_ids, "
-        "whitelisted, ca_cert, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", p.mapping_row)
-    conn.executemany(
-        "INSERT INTO things (id, name, key, metadata, owner, created) VALUES (?, ?, ?, ?, ?, ?)",
-        p.thing_rows)
-    conn.executemany(
-        "INSERT INTO channels (id, name, metadata, owner, created) VALUES (?, ?, ?, ?, ?)",
-        p.channel_rows)
-    conn.executemany(
-        "INSERT INTO connections (thing_id, channel_id) VALUES (?, ?)", p.connection_rows)
-    if p.cert_rows:
-        conn.executemany(INSERT_CERT, p.cert_rows)
-    if p.bootstrap_row is not None:
-        conn.execute(
-            "INSERT INTO bootstrap_configs (thing_id, external_id, key_salt, key_hash, name, "
-            "content, channel_ids, client_cert, client_key, ca_cert, state, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", p.bootstrap_row)
+_MAX_ROWS_PER_STATEMENT = 512
+_LIMIT_VARIABLE_NUMBER = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)  # the C constant
 
 
-def _rows_json(rows: list[tuple[object, ...]]) -> str:
-    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+class _MultiRow:
+    """``INSERT INTO table (columns) VALUES (?, ...), (?, ...), ...`` for many rows at once.
+
+    Values are bound as parameters, never passed through SQL functions (SQLite's
+    JSON functions cut strings at a NUL). Rows go in statements of power-of-two
+    sizes (37 rows: 32 + 4 + 1), so a handful of statement texts cover every batch
+    size and stay in the connection's statement cache; each statement is one
+    ``sqlite3_step``.
+    """
+
+    def __init__(self, table: str, columns: str) -> None:
+        self.width = len(columns.split(","))
+        self._head = f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
+        self._row = "(" + ", ".join("?" * self.width) + ")"
+        self._sql: dict[int, str] = {}
+
+    def sql(self, rows: int) -> str:
+        """The statement for ``rows`` rows."""
+        text = self._sql.get(rows)
+        if text is None:
+            text = self._sql.setdefault(rows, self._head + ", ".join([self._row] * rows))
+        return text
+
+    def insert(self, conn: sqlite3.Connection, rows: Sequence[Sequence[object]]) -> None:
+        """Insert ``rows`` with as few statements as the size allows."""
+        done = 0
+        while done < len(rows):
+            size = _chunk(len(rows) - done, _max_rows(conn, self.width))
+            part = rows[done:done + size]
+            conn.execute(self.sql(size), [value for row in part for value in row])
+            done += size
 
 
-def _bulk(table: str, columns: str) -> str:
-    """``INSERT ... SELECT`` of a JSON array of rows: one statement (one step) per table."""
-    names = [c.strip() for c in columns.split(",")]
-    picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(names)))
-    return f"INSERT INTO {table} ({columns}) SELECT {picks} FROM json_each(?)"  # noqa: S608
+def _max_rows(conn: sqlite3.Connection, width: int) -> int:
+    """Rows of ``width`` values one statement may bind (SQLite's variable limit)."""
+    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+
+    limit = getlimit(_LIMIT_VARIABLE_NUMBER) if getlimit else 999
+    return max(1, min(_MAX_ROWS_PER_STATEMENT, limit // width))
 
 
-_BULK_MAPPINGS = _bulk("mappings", "external_id, key_salt, key_hash, owner, thing_ids, "
-                       "channel_ids, whitelisted, ca_cert, created")  # fmt: skip
-_BULK_THINGS = _bulk("things", "id, name, key, metadata, owner, created")
-_BULK_CHANNELS = _bulk("channels", "id, name, metadata, owner, created")
-_BULK_CONNECTIONS = _bulk("connections", "thing_id, channel_id")
-_BULK_CERTS = _bulk("certificates", "serial, thing_id, not_before, not_after, cert_pem, "
-                    "key_pem, external_id, created")  # fmt: skip
-_BULK_BOOTSTRAP = _bulk("bootstrap_configs", "thing_id, external_id, key_salt, key_hash, name, "
-                        "content, channel_ids, client_cert, client_key, ca_cert, state, created")
+def _chunk(left: int, most: int) -> int:
+    """The largest power of two <= ``left`` and <= ``most``."""
+    return 1 << (min(left, most).bit_length() - 1)
+
+
+_INSERT_MAPPINGS = _MultiRow("mappings", "external_id, key_salt, key_hash, owner, thing_ids, "
+                             "channel_ids, whitelisted, ca_cert, created")  # fmt: skip
+_INSERT_THINGS = _MultiRow("things", "id, name, key, metadata, owner, created")
+_INSERT_CHANNELS = _MultiRow("channels", "id, name, metadata, owner, created")
+_INSERT_CONNECTIONS = _MultiRow("connections", "thing_id, channel_id")
+_INSERT_CERTS = _MultiRow("certificates", "serial, thing_id, not_before, not_after, cert_pem, "
+                          "key_pem, external_id, created")  # fmt: skip
+_INSERT_BOOTSTRAP = _MultiRow("bootstrap_configs", "thing_id, external_id, key_salt, key_hash, "
+                              "name, content, channel_ids, client_cert, client_key, ca_cert, "
+                              "state, created")  # fmt: skip
 
 
 def existing_mappings(conn: sqlite3.Connection, external_ids: Sequence[str]) -> set[str]:
-    """Which of ``external_ids`` already have a mapping (one statement)."""
-    rows = conn.execute(
-        "SELECT external_id FROM mappings WHERE external_id IN "
-        "(SELECT value FROM json_each(?))", (json.dumps(list(external_ids)),)).fetchall()
-    return {r[0] for r in rows}
+    """Which of ``external_ids`` already have a mapping (a statement per power-of-two chunk)."""
+    found: set[str] = set()
+    done = 0
+    while done < len(external_ids):
+        size = _chunk(len(external_ids) - done, _max_rows(conn, 1))
+        marks = ", ".join("?" * size)
+        rows = conn.execute(f"SELECT external_id FROM mappings WHERE external_id IN ({marks})",  # noqa: S608
+                            external_ids[done:done + size]).fetchall()
+        found.update(r[0] for r in rows)
+        done += size
+    return found
+
+
+def insert_certificate(conn: sqlite3.Connection, row: Sequence[object]) -> None:
+    """Insert one ``certificates`` row (serial, thing_id, not_before, not_after, cert_pem,
+    key_pem, external_id, created)."""
+    _INSERT_CERTS.insert(conn, [row])
+
+
+def insert_mapping(conn: sqlite3.Connection, p: Prepared) -> None:
+    """Insert every row of one mapping, parents before children."""
+    insert_mappings(conn, [p])
 
 
 def insert_mappings(conn: sqlite3.Connection, batch: Sequence[Prepared]) -> None:
-    """:func:`insert_mapping` for many new mappings with one statement per table.
+    """Insert every row of many new mappings, parents before children, a few statements a table.
 
     Each statement is one ``sqlite3_step``: the writer thread gives up and
     re-takes the GIL a handful of times per batch instead of ~8 times per mapping.
@@ -452,16 +495,27 @@ def insert_mappings(conn: sqlite3.Connection, batch: Sequence[Prepared]) -> None
         certs += p.cert_rows
         if p.bootstrap_row is not None:
             boots.append(p.bootstrap_row)
-    conn.execute(_BULK_MAPPINGS, (_rows_json([p.mapping_row for p in batch]),))
-    conn.execute(_BULK_THINGS, (_rows_json(things),))
-    if channels:
-        conn.execute(_BULK_CHANNELS, (_rows_json(channels),))
-    if connections:
-        conn.execute(_BULK_CONNECTIONS, (_rows_json(connections),))
-    if certs:
-        conn.execute(_BULK_CERTS, (_rows_json(certs),))
-    if boots:
-        conn.execute(_BULK_BOOTSTRAP, (_rows_json(boots),))
+    _INSERT_MAPPINGS.insert(conn, [p.mapping_row for p in batch])
+    _INSERT_THINGS.insert(conn, things)
+    _INSERT_CHANNELS.insert(conn, channels)
+    _INSERT_CONNECTIONS.insert(conn, connections)
+    _INSERT_CERTS.insert(conn, certs)
+    _INSERT_BOOTSTRAP.insert(conn, boots)
+
+
+def revoke(conn: sqlite3.Connection, thing_id: str, *, server_made_only: bool = False
+           ) -> tuple[str, ...]:  # fmt: skip
+    """Revoke the unrevoked certificates of ``thing_id`` (only those with a server-made
+    key if ``server_made_only``); their serials in recording order."""
+    which = " AND key_pem IS NOT NULL" if server_made_only else ""
+    rows = conn.execute("SELECT serial FROM certificates WHERE thing_id = ? AND revoked = 0"  # noqa: S608
+                        f"{which} ORDER BY rowid", (thing_id,)).fetchall()
+    if rows:
+        now = now_iso()
+        conn.execute(REVOKE_CERTS + which, (now, thing_id))  # stays on the CRL past the thing
+        conn.execute("UPDATE certificates SET revoked = 1, revoked_at = ? "  # noqa: S608
+                     f"WHERE thing_id = ? AND revoked = 0{which}", (now, thing_id))
+    return tuple(r[0] for r in rows)
 
 
 def bootstrap_record(conn: sqlite3.Connection, row: sqlite3.Row) -> BootstrapRecord:

@@ -1,4 +1,9 @@
-"""The embedded backend's writer thread: queued write jobs run in group-committed batches."""
+"""The embedded backend's writer thread: queued write jobs run in group-committed batches.
+
+It also keeps the row counts of the tables (``/metrics``): counted once at open,
+then moved by what each committed job says it added or removed, so reading
+them is a dict copy, never a query.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import logging
 import queue
 import sqlite3
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import suppress
@@ -36,12 +42,32 @@ class WriterStats:
     max_batch: int
 
 
+RowDelta = Callable[[Any], Mapping[str, int]]
+"""A job's result -> rows it added (positive) or removed (negative), by table."""
+
+
 @dataclass
 class _Job:
     run: Callable[[sqlite3.Connection], object]
     future: Future[Any] | asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop | None = None  # set for asyncio futures
     prepared: _sql.Prepared | None = None  # a new mapping: may be bulk-inserted
+    rows: RowDelta | None = None
+
+
+def _mapping_rows(prepared: _sql.Prepared) -> RowDelta:
+    """Rows a mapping job wrote: the prepared ones if it created the mapping, else none."""
+    return lambda record: prepared.row_counts() if record.created else {}
+
+
+def _delta(outcomes: list[tuple[_Job, object, BaseException | None]]) -> dict[str, int]:
+    """Rows added or removed by the jobs of a batch that succeeded."""
+    delta: dict[str, int] = {}
+    for job, result, err in outcomes:
+        if err is None and job.rows is not None:
+            for table, change in job.rows(result).items():
+                delta[table] = delta.get(table, 0) + change
+    return delta
 
 
 def _settle(jobs: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
@@ -63,6 +89,7 @@ class GroupCommitWriter:
     """
 
     def __init__(self, conn: sqlite3.Connection, path: Path, write_timeout_s: float) -> None:
+        self._rows = _sql.count_rows(conn)
         self._conn = conn
         self._path = path
         self._write_timeout_s = write_timeout_s
@@ -81,10 +108,19 @@ class GroupCommitWriter:
         with self._lock:
             return self._stats
 
-    def submit(self, run: Callable[[sqlite3.Connection], T], action: str) -> T:
-        """Run ``run`` in the next batch; block until it is committed (or failed)."""
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table as of the last COMMIT (no query)."""
+        with self._lock:
+            return dict(self._rows)
+
+    def submit(self, run: Callable[[sqlite3.Connection], T], action: str,
+               rows: Callable[[T], Mapping[str, int]] | None = None) -> T:  # fmt: skip
+        """Run ``run`` in the next batch; block until it is committed (or failed).
+
+        ``rows(result)`` says which rows the job added or removed (for the counts).
+        """
         future: Future[T] = Future()
-        self._put(_Job(run, future))
+        self._put(_Job(run, future, rows=rows))
         try:
             return future.result(timeout=self._write_timeout_s)
         except FutureTimeout:
@@ -100,13 +136,16 @@ class GroupCommitWriter:
 
         The job is queued at once; the writer resolves the returned future on the
         caller's loop, one wake-up per batch, after the COMMIT holding its rows.
+        ``prepared``: the rows of a new mapping (the batch may insert them together
+        with others'); they are counted if the job's result says it created them.
         There is no write timeout here (a timer per request costs the event loop
         about a tenth of a mapping's CPU): a write lock held elsewhere ends the
         batch after the connection's busy timeout with a StoreError.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._put(_Job(run, future, loop, prepared))
+        rows = _mapping_rows(prepared) if prepared is not None else None
+        self._put(_Job(run, future, loop, prepared, rows))
         return await future
 
     def _put(self, job: _Job) -> None:
@@ -191,6 +230,7 @@ class GroupCommitWriter:
                     outcomes.append((job, result, None))
             conn.execute("COMMIT")
             committed = True
+            delta = _delta(outcomes)
         except Exception as exc:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -206,6 +246,9 @@ class GroupCommitWriter:
             outcomes = [o for o in outcomes if id(o[0]) in done]
             outcomes += [(job, None, failure) for job in batch if id(job) not in done]
         with self._lock:
+            if committed:
+                for table, change in delta.items():
+                    self._rows[table] = self._rows.get(table, 0) + change
             s = self._stats
             self._stats = WriterStats(
                 requests=s.requests + len(batch),

@@ -504,7 +504,7 @@ class MainfluxBackend:
         """
         for thing_id, (cert, _key) in issued.items():
             try:
-                self.certs.record(thing_id, cert)
+                self.certs.record(thing_id, cert, server_made=True)
             except StoreError as exc:
                 logger.error("certificate not recorded external_id=%s thing_id=%s serial=%s "
                              "error=%s", external_id, thing_id, cert.serial, exc)
@@ -652,10 +652,14 @@ class MainfluxBackend:
 
     # ------------------------------------------------------------- certificates
 
-    def record_certificate(self, thing_id: str, cert: IssuedCert) -> None:
-        """Remember a certificate the lab CA issued to ``thing_id`` (for a CSR)."""
+    def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
+        """Remember a certificate the lab CA signed from ``thing_id``'s CSR; revoke the
+        server-made ones (X.509 at ``/mapping``); return the serials revoked."""
         self.certs.record(thing_id, cert)
-        logger.info("certificate recorded thing_id=%s serial=%s", thing_id, cert.serial)
+        revoked = self.certs.revoke(thing_id, server_made_only=True)
+        logger.info("certificate recorded thing_id=%s serial=%s server_made_revoked=%d",
+                    thing_id, cert.serial, len(revoked))  # fmt: skip
+        return revoked
 
     def revoke_certificates(self, thing_id: str) -> tuple[str, ...]:
         """Revoke every unrevoked certificate of ``thing_id``; return their serials."""

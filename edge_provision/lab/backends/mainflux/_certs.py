@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS certificates (
     cert_pem TEXT NOT NULL,
     revoked INTEGER NOT NULL DEFAULT 0,
     revoked_at TEXT,
-    recorded TEXT NOT NULL
+    recorded TEXT NOT NULL,
+    server_made INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS certificates_thing ON certificates(thing_id);
 """
@@ -107,23 +108,29 @@ class CertStore:
         if conn is not None:
             conn.close()
 
-    def record(self, thing_id: str, cert: IssuedCert) -> None:
-        """Remember ``cert`` as issued to ``thing_id`` (a serial seen before is kept as is)."""
+    def record(self, thing_id: str, cert: IssuedCert, *, server_made: bool = False) -> None:
+        """Remember ``cert`` as issued to ``thing_id`` (a serial seen before is kept as is).
+
+        ``server_made``: the lab generated its key (X.509 at ``/mapping``), not the thing.
+        """
         row = (cert.serial.lower(), thing_id, iso(cert.not_before), iso(cert.not_after),
-               cert.cert_pem, iso(utc_now()))
+               cert.cert_pem, iso(utc_now()), int(server_made))
         with self._db("recording a certificate") as db:
             db.execute("INSERT OR IGNORE INTO certificates (serial, thing_id, not_before, "
-                       "not_after, cert_pem, recorded) VALUES (?, ?, ?, ?, ?, ?)", row)
+                       "not_after, cert_pem, recorded, server_made) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
-    def revoke(self, thing_id: str) -> tuple[str, ...]:
-        """Mark every unrevoked certificate of ``thing_id`` revoked; their serials."""
+    def revoke(self, thing_id: str, *, server_made_only: bool = False) -> tuple[str, ...]:
+        """Mark the unrevoked certificates of ``thing_id`` revoked (only those with a
+        server-made key if ``server_made_only``); their serials."""
+        which = " AND server_made = 1" if server_made_only else ""
         with self._db("revoking certificates") as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                rows = db.execute("SELECT serial FROM certificates WHERE thing_id = ? AND "
-                                  "revoked = 0 ORDER BY rowid", (thing_id,)).fetchall()
-                db.execute("UPDATE certificates SET revoked = 1, revoked_at = ? WHERE "
-                           "thing_id = ? AND revoked = 0", (iso(utc_now()), thing_id))
+                rows = db.execute("SELECT serial FROM certificates WHERE thing_id = ? AND "  # noqa: S608
+                                  f"revoked = 0{which} ORDER BY rowid", (thing_id,)).fetchall()
+                db.execute("UPDATE certificates SET revoked = 1, revoked_at = ? WHERE "  # noqa: S608
+                           f"thing_id = ? AND revoked = 0{which}", (iso(utc_now()), thing_id))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
