@@ -351,7 +351,7 @@ class LabService:
         if revoked:  # the server-made key is not the gateway's any more
             logger.info("server-made certificates revoked thing_id=%s serials=%s", thing_id,
                         ",".join(revoked))
-            self._changed("revoke")
+            self._changed("revoke", thing_id)
         return {
             "thing_id": thing_id,
             "client_cert": issued.cert_pem,

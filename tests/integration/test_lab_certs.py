@@ -118,7 +118,7 @@ def test_csr_certificate_revokes_the_server_made_one(lab: RunningLabServer, toke
     """Once a thing has a CSR-issued certificate, the server-made one (key from /mapping) is
     revoked, the CSR-issued ones never are, and the broker is told (a ``revoke`` event)."""
     events: list[str] = []
-    lab.service.add_listener(events.append)
+    lab.service.add_listener(lambda event, _thing_id: events.append(event))
     body = provision(lab, token, "gw-own-key")
     thing = body["things"][0]  # type: ignore[index]
     server_made = pki.parse_certificate(body["client_cert"][thing["id"]]).serial  # type: ignore[index]
