@@ -253,6 +253,12 @@ class AgentSettings:
         10.0, FieldKind.DURATION, env=["EDGE_PROVISION_MQTT_TIMEOUT"], keys=["mqtt.timeout"],
         minimum=0.1, maximum=_HOUR, help="MQTT verification timeout",
     )
+    mqtt_new_credentials_grace_s: float = _setting(
+        10.0, FieldKind.DURATION, env=["EDGE_PROVISION_MQTT_NEW_CREDENTIALS_GRACE"],
+        keys=["mqtt.new_credentials_grace"], minimum=0, maximum=5 * 60,
+        help="how long a refusal of credentials this run's /mapping just created is retried "
+             "(a broker may learn of a new thing a moment later)",
+    )
     control_listener: bool = _setting(
         False, FieldKind.BOOL, env=["EDGE_PROVISION_CONTROL_LISTENER"],
         keys=["mqtt.control_listener"],

@@ -16,7 +16,8 @@ import pytest
 
 from edge_provision.agent import wiring
 from edge_provision.agent.enroll import EnrollResult, StepEvent, Verifier, enroll
-from edge_provision.agent.store import Phase, Store
+from edge_provision.agent.enroll.ports import Verified
+from edge_provision.agent.store import Generation, Phase, Store
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.errors import (
     AlreadyProvisioned,
@@ -359,12 +360,46 @@ def test_failed_verification_keeps_the_generation_out_of_current(tmp_path: Path,
         raise MqttAuthError("broker refused the credentials")
 
     with pytest.raises(MqttAuthError) as info:
-        run(make_settings(tmp_path, server), verifier=refuse)
+        run(make_settings(tmp_path, server, mqtt_new_credentials_grace_s=0), verifier=refuse)
     assert "step verify failed" in str(info.value)
     store = Store(tmp_path / "agent")
     assert store.list_generations() == (1,) and store.current_generation() is None
     state = store.load_state()
     assert state.last_error is not None and state.last_error.kind == "MqttAuthError"
+
+
+def test_new_credentials_refused_for_a_moment_are_retried(tmp_path: Path,
+                                                         server: FakeServer) -> None:
+    """A broker that learns of a new thing late: refusals within the grace are retried."""
+    script_fresh(server)
+    calls: list[int] = []
+
+    def late_broker(generation: Generation) -> Verified | None:
+        calls.append(generation.number)
+        if len(calls) < 3:
+            raise MqttAuthError("not authorised (the broker has not reloaded yet)")
+        return None  # then it lets the thing in (None: nothing to report)
+
+    result = run(make_settings(tmp_path, server, mqtt_new_credentials_grace_s=30),
+                 verifier=late_broker)
+    assert calls == [1, 1, 1] and result.changed
+    assert Store(tmp_path / "agent").current_generation() is not None
+
+
+def test_refusal_outlasting_the_grace_fails_after_retrying(tmp_path: Path,
+                                                          server: FakeServer) -> None:
+    """Refused for longer than the grace: the refusal counts, after more than one try."""
+    script_fresh(server)
+    calls: list[int] = []
+
+    def refuse(generation: Generation) -> None:
+        calls.append(generation.number)
+        raise MqttAuthError("not authorised")
+
+    with pytest.raises(MqttAuthError):
+        run(make_settings(tmp_path, server, mqtt_new_credentials_grace_s=1), verifier=refuse)
+    assert len(calls) >= 2
+    assert Store(tmp_path / "agent").current_generation() is None
 
 
 def test_previous_generation_stays_current_when_verify_fails(tmp_path: Path,

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Optional
 
+from edge_provision import deadline
 from edge_provision.agent.certificates import schedule_for
 from edge_provision.agent.enroll._credentials import (
     CredentialSet,
@@ -24,7 +26,7 @@ from edge_provision.agent.enroll._credentials import (
     from_mapping,
     issue_certificates,
 )
-from edge_provision.agent.enroll.ports import EnrollClients, Verifier
+from edge_provision.agent.enroll.ports import EnrollClients, Verified, Verifier
 from edge_provision.agent.enroll.runner import (
     Begin,
     Outcome,
@@ -41,6 +43,7 @@ from edge_provision.clock import iso
 from edge_provision.errors import (
     AlreadyProvisioned,
     EdgeProvisionError,
+    MqttAuthError,
     Reason,
     RetryClass,
     ServiceUnavailable,
@@ -303,11 +306,38 @@ def _verify_begin(e: Enrollment) -> Begin | Outcome:
 def _verify_run(e: Enrollment) -> Outcome:
     if e.verifier is None:
         raise RuntimeError("verify step run without a verifier")
-    checked = e.verifier(e.new_generation)
+    checked = _verify_with_grace(e, e.verifier)
     if checked is None:
         return skipped("no MQTT broker known (set mqtt.url / EDGE_PROVISION_MQTT_URL)")
     return done(f"connected and published on the control channel in {checked.elapsed_s:.2f} s",
                 checked.url)  # fmt: skip
+
+
+def _verify_with_grace(e: Enrollment, verifier: Verifier) -> Verified | None:
+    """Run ``verifier``; if this run's ``/mapping`` made the credentials, retry a refusal.
+
+    A broker kept in step with the platform (the lab server's mosquitto, an MQTT adapter
+    with an auth cache) may learn of a new thing a moment after ``/mapping`` answered:
+    a refusal then is retried for ``mqtt.new_credentials_grace`` (within the run's
+    deadline) before it counts. Credentials that existed before this run get no grace.
+    """
+    grace_s = e.settings.mqtt_new_credentials_grace_s if e.mapping is not None else 0.0
+    give_up = time.monotonic() + grace_s
+    delay = 0.25
+    while True:
+        try:
+            return verifier(e.new_generation)
+        except MqttAuthError:
+            left = give_up - time.monotonic()
+            run = deadline.current()
+            if run is not None:
+                left = min(left, run.remaining())
+            if left <= delay:
+                raise
+            logger.info("new credentials refused by the broker; retrying in %.2f s "
+                        "(it may not know the new thing yet)", delay)  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 # --------------------------------------------------------------------------- switch
