@@ -60,6 +60,8 @@ class MqttCheck:
     timeout_s: float = 10.0
     ca_path: Path | None = None
     insecure: bool = False
+    new_credentials_grace_s: float = 10.0
+    """A refusal of credentials this gateway's /mapping just made is retried this long."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ class Journey:
                 self._timed(step, clock, lambda: _sign_all(clients, things, plan))
             if plan.mqtt is not None:
                 step = Step.MQTT
-                self._timed(step, clock, lambda: _verify_mqtt(plan.mqtt, config))
+                grace = plan.mqtt.new_credentials_grace_s if mapping is not None else 0.0
+                self._timed(step, clock, lambda: _verify_mqtt(plan.mqtt, config, grace))
         except EdgeProvisionError as exc:
             self.failures += 1
             self.errors.append(AttemptError(exc.kind, step, clock(), exc.retryable, str(exc)))
@@ -223,12 +226,12 @@ def _sign_all(clients: GatewayClients, things: list[tuple[str, str]],
             )
 
 
-def _verify_mqtt(check: MqttCheck | None, config: BootstrapConfig) -> None:
-    from edge_provision.agent.mqtt import verify_credentials
+def _verify_mqtt(check: MqttCheck | None, config: BootstrapConfig, grace_s: float) -> None:
+    """The agent's MQTT check, with its grace for brand-new credentials."""
+    from edge_provision.agent.mqtt import retry_refusals, verify_credentials
 
     assert check is not None
     control = config.channel_of_type("control")
-    verify_credentials(check.url, config.thing_id, config.thing_key,
-                       control.id if control is not None else None,
-                       ca_path=check.ca_path, timeout_s=check.timeout_s,
-                       insecure=check.insecure)  # fmt: skip
+    retry_refusals(lambda: verify_credentials(
+        check.url, config.thing_id, config.thing_key, control.id if control is not None else None,
+        ca_path=check.ca_path, timeout_s=check.timeout_s, insecure=check.insecure), grace_s)

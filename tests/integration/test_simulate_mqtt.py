@@ -53,3 +53,17 @@ def test_rebooted_fleet_passes_the_mqtt_check(tmp_path: Path,
     assert run["mappings_created"] == 0  # the same fleet, rebooted: lookups find the configs
     assert run["enrolled"] == 6 and run["steps"]["mqtt"]["count"] == 6
     assert again["audit"]["ok"]
+
+
+def test_a_fresh_fleet_passes_the_mqtt_check(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """New gateways connect at once: a refusal while the broker reloads is retried (grace)."""
+    with lab_server(tmp_path) as server:
+        assert server.mqtt is not None
+        url, secret = server.mqtt.urls[0], token(server, tmp_path)
+        code, doc = _simulate(capsys, "--provision-url", server.url, "--token", secret,
+                              "--mqtt-url", url)
+    run = doc["run"]
+    assert code == 0, doc
+    assert run["mappings_created"] == 6 and run["enrolled"] == 6
+    assert run["steps"]["mqtt"]["count"] == 6 and doc["audit"]["ok"]

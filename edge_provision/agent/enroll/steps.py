@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Optional
 
-from edge_provision import deadline
 from edge_provision.agent.certificates import schedule_for
 from edge_provision.agent.enroll._credentials import (
     CredentialSet,
@@ -43,7 +41,6 @@ from edge_provision.clock import iso
 from edge_provision.errors import (
     AlreadyProvisioned,
     EdgeProvisionError,
-    MqttAuthError,
     Reason,
     RetryClass,
     ServiceUnavailable,
@@ -314,30 +311,13 @@ def _verify_run(e: Enrollment) -> Outcome:
 
 
 def _verify_with_grace(e: Enrollment, verifier: Verifier) -> Verified | None:
-    """Run ``verifier``; if this run's ``/mapping`` made the credentials, retry a refusal.
+    """``verifier``; credentials this run's ``/mapping`` made get ``mqtt.new_credentials_grace``
+    before a refusal counts (:func:`edge_provision.agent.mqtt.retry_refusals`); credentials
+    that existed before this run get none."""
+    from edge_provision.agent.mqtt import retry_refusals
 
-    A broker kept in step with the platform (the lab server's mosquitto, an MQTT adapter
-    with an auth cache) may learn of a new thing a moment after ``/mapping`` answered:
-    a refusal then is retried for ``mqtt.new_credentials_grace`` (within the run's
-    deadline) before it counts. Credentials that existed before this run get no grace.
-    """
     grace_s = e.settings.mqtt_new_credentials_grace_s if e.mapping is not None else 0.0
-    give_up = time.monotonic() + grace_s
-    delay = 0.25
-    while True:
-        try:
-            return verifier(e.new_generation)
-        except MqttAuthError:
-            left = give_up - time.monotonic()
-            run = deadline.current()
-            if run is not None:
-                left = min(left, run.remaining())
-            if left <= delay:
-                raise
-            logger.info("new credentials refused by the broker; retrying in %.2f s "
-                        "(it may not know the new thing yet)", delay)  # fmt: skip
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    return retry_refusals(lambda: verifier(e.new_generation), grace_s)
 
 
 # --------------------------------------------------------------------------- switch

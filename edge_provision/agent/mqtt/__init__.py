@@ -36,8 +36,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
+from edge_provision import deadline
 from edge_provision.agent.mqtt._wire import (
     CODES,
     BrokerUrl,
@@ -55,6 +56,7 @@ from edge_provision.errors import (
     CertificateError,
     ConfigError,
     EdgeProvisionError,
+    MqttAuthError,
     MqttError,
 )
 
@@ -81,12 +83,15 @@ __all__ = [
     "parse_broker_url",
     "parse_command",
     "render_reply",
+    "retry_refusals",
     "status_message",
     "target_for",
     "verify_credentials",
 ]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 CONTROL_COMMANDS = frozenset({"renew", "reprovision", "status"})
 _KEEPALIVE_S = 30
@@ -290,6 +295,32 @@ def verify_credentials(
     logger.info("mqtt credentials verified url=%s thing_id=%s elapsed_s=%.3f", session.url,
                 thing_id, elapsed)  # fmt: skip
     return VerifyReport(session.url, elapsed, topic)
+
+
+def retry_refusals(check: Callable[[], _T], grace_s: float) -> _T:
+    """``check()``; a credential refusal (:class:`MqttAuthError`) is retried for ``grace_s``.
+
+    For credentials just created: a broker kept in step with the platform (the lab
+    server's mosquitto, an MQTT adapter's auth cache) may learn of a new thing a moment
+    after ``/mapping`` answered. Backoff 0.25 s doubling to 2 s; never past the run's
+    deadline (:func:`edge_provision.deadline.current`). ``grace_s`` 0: no retry.
+    """
+    give_up = time.monotonic() + grace_s
+    delay = 0.25
+    while True:
+        try:
+            return check()
+        except MqttAuthError:
+            left = give_up - time.monotonic()
+            run = deadline.current()
+            if run is not None:
+                left = min(left, run.remaining())
+            if left <= delay:
+                raise
+            logger.info("new credentials refused by the broker; retrying in %.2f s "
+                        "(it may not know the new thing yet)", delay)  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def check_subscribe(target: MqttTarget, topic: str, timeout_s: float = 10.0) -> list[int]:
