@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edge_provision.cli._common import CliContext
+
+if TYPE_CHECKING:
+    from edge_provision.settings import AgentSettings
 
 __all__ = ["register"]
 
@@ -31,7 +35,10 @@ def run(obj: CliContext) -> None:
     """
     from edge_provision.agent.daemon.supervisor import Daemon, command_prefix
 
-    settings = obj.agent_settings()
+    def load() -> AgentSettings:  # the daemon logs at agent.log_level (info by default)
+        return obj.agent_settings(interactive=False)
+
+    settings = load()
     state_dir = obj.flags.get("state_dir")
     log_level = obj.flags.get("log_level")
     prefix = command_prefix(
@@ -39,7 +46,7 @@ def run(obj: CliContext) -> None:
         state_dir=state_dir if isinstance(state_dir, Path) else None,
         log_level=log_level if isinstance(log_level, str) else None,
     )
-    Daemon(settings, reload_settings=obj.agent_settings, argv_prefix=prefix).run()
+    Daemon(settings, reload_settings=load, argv_prefix=prefix).run()
 
 
 def register(group: click.Group) -> None:

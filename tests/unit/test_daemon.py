@@ -61,16 +61,18 @@ def test_children_never_see_the_notify_socket() -> None:
     ("stdout", "expected"),
     [
         (b'{"ok": false, "error": {"kind": "Unauthorized", "message": "401"}}',
-         ("Unauthorized", "401", True)),
-        (b'{"ok": false, "error": {"kind": 3}}', (None, None, True)),
-        (b'{"ok": false}', (None, None, True)),
-        (b'{"ok": true, "generation": 2}', (None, None, False)),
-        (b"[1, 2]", (None, None, False)),
-        (b"Traceback (most recent call last):", (None, None, False)),
-        (b"\xff\xfe", (None, None, False)),
-        (b"", (None, None, False)),
+         ("Unauthorized", "401", None, True)),
+        (b'{"ok": false, "error": {"kind": "LockBusy", "message": "held", "reason": "busy"}}',
+         ("LockBusy", "held", "busy", True)),
+        (b'{"ok": false, "error": {"kind": 3, "reason": 4}}', (None, None, None, True)),
+        (b'{"ok": false}', (None, None, None, True)),
+        (b'{"ok": true, "generation": 2}', (None, None, None, False)),
+        (b"[1, 2]", (None, None, None, False)),
+        (b"Traceback (most recent call last):", (None, None, None, False)),
+        (b"\xff\xfe", (None, None, None, False)),
+        (b"", (None, None, None, False)),
     ],
 )
 def test_error_document_of_a_child(stdout: bytes, expected: tuple[object, ...]) -> None:
-    """Only {"ok": false, "error": {...}} counts as an error document; kind/message extracted."""
+    """Only {"ok": false, "error": {...}} counts as an error document; kind/message/reason read."""
     assert _error_of(stdout) == expected

@@ -86,8 +86,9 @@ class Child:
             raw = os.read(self.stdout_fd, _MAX_STDOUT_BYTES)
         finally:
             self.close()
-        kind, message, has_doc = error_of(raw)
-        return ChildResult(self.command, returncode, kind, message, has_doc, self.timed_out_s)
+        kind, message, reason, has_doc = error_of(raw)
+        return ChildResult(self.command, returncode, kind, message, has_doc, self.timed_out_s,
+                           reason)
 
     def close(self) -> None:
         """Release the stdout capture (idempotent)."""
@@ -111,17 +112,18 @@ def capture_fd() -> int:
         return fd
 
 
-def error_of(raw: bytes) -> tuple[str | None, str | None, bool]:
-    """(kind, message, is an error document) from a child's stdout; never logged."""
+def error_of(raw: bytes) -> tuple[str | None, str | None, str | None, bool]:
+    """(kind, message, reason, is an error document) from a child's stdout; never logged."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        return None, None, False
+        return None, None, None, False
     if not isinstance(doc, dict) or doc.get("ok") is not False:
-        return None, None, False
+        return None, None, None, False
     error = doc.get("error")
     if not isinstance(error, dict):
-        return None, None, True
-    kind, message = error.get("kind"), error.get("message")
+        return None, None, None, True
+    kind, message, reason = error.get("kind"), error.get("message"), error.get("reason")
     return (kind if isinstance(kind, str) else None,
-            message if isinstance(message, str) else None, True)
+            message if isinstance(message, str) else None,
+            reason if isinstance(reason, str) else None, True)

@@ -41,6 +41,7 @@ import select
 import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -84,6 +85,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 WALL_RECHECK_S = 3600.0  # wall-clock timers are re-read at least this often
+_MAX_REPORTED_S = 10 * 365 * 86400.0  # a log line never computes a time past this
+_OUTCOME_LEVEL = {Outcome.OK: logging.INFO, Outcome.BUSY: logging.INFO,
+                  Outcome.TRANSIENT: logging.WARNING, Outcome.PERMANENT: logging.ERROR}
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
 
@@ -322,7 +326,9 @@ class Daemon:
             os.close(stdout_fd)
             logger.error("child not started command=%s error=%s", command, exc)
             result = ChildResult(command, 127, "OSError", f"cannot start {command}: {exc}")
-            self._apply(self._decide(EventKind.CHILD_EXITED, child=result))
+            decision = self._decide(EventKind.CHILD_EXITED, child=result)
+            self._log_outcome(result, decision)
+            self._apply(decision)
             return
         logger.info("child started command=%s args=%s pid=%s", command, " ".join(args) or "-",
                     proc.pid)
@@ -348,13 +354,31 @@ class Daemon:
             return
         self._child = None
         result = child.result(code)
-        logger.info("child exited command=%s code=%s outcome=%s kind=%s", child.command, code,
-                    result.outcome.value, result.error_kind or "-")
-        self._apply(self._decide(EventKind.CHILD_EXITED, child=result))
+        decision = self._decide(EventKind.CHILD_EXITED, child=result)
+        self._log_outcome(result, decision)
+        self._apply(decision)
         ok = result.outcome is Outcome.OK and self._last_snap.current_generation is not None
         self._answer_waiting(f"done: {self.machine.status}" if ok
                              else f"failed: {result.description}")
         self._sync_control()
+
+    def _log_outcome(self, result: ChildResult, decision: Decision) -> None:
+        """One line per finished child: how it ended, its class, and what runs next when."""
+        outcome = decision.outcome or result.outcome
+        level = _OUTCOME_LEVEL.get(outcome, logging.WARNING)
+        if decision.run is not None:
+            command, delay = decision.run, 0.0
+        else:
+            command, delay = self._last_snap.command, decision.delay_s
+        if math.isinf(delay):
+            when = "next_in_s=- next_at=-"
+        else:
+            at = self.clock.now() + timedelta(seconds=min(delay, _MAX_REPORTED_S))
+            when = f"next_in_s={delay:.1f} next_at={at.isoformat(timespec='seconds')}"
+        logger.log(level, "child exited command=%s code=%s outcome=%s kind=%s next=%s %s "
+                   "attempt=%s error=%s", result.command, result.returncode, outcome.value,
+                   result.error_kind or "-", command, when, decision.machine.attempt,
+                   result.description if outcome is not Outcome.OK else "-")
 
     # -- reload and stop --------------------------------------------------------------------
 

@@ -1,0 +1,61 @@
+"""`edge-provision run` in the field (issue 9): what it says to the journal, and how it reacts
+to a person running commands beside it, to damage and to its own bugs.
+
+Real daemon processes, real children, real sd_notify datagrams on an AF_UNIX socket bound in
+tmp_path; every wait is bounded and every process is ended in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _daemon_util import Notify, Procs, cli, daemon_env, stop_daemon
+
+from edge_provision.testing import free_port
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    """Start processes; they are killed after the test."""
+    with Procs(tmp_path) as p:
+        yield p
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[Notify]:
+    """The test's NOTIFY_SOCKET."""
+    with Notify(tmp_path / "notify.sock") as n:
+        yield n
+
+
+def _journal_env(log: Path) -> dict[str, str]:
+    """JOURNAL_STREAM naming ``log`` (device:inode), as systemd sets it for the journal."""
+    log.touch()
+    st = log.stat()
+    return {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+
+
+def test_run_logs_every_child_outcome_to_the_journal(procs: Procs, notify: Notify,
+                                                     tmp_path: Path) -> None:
+    """Under systemd, default log level: each failed child is one line with its class and
+    the next attempt, with a syslog priority and no timestamp."""
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    log = tmp_path / "daemon.log"
+    env = daemon_env(notify, url, "a-token-for-nobody", EDGE_PROVISION_MQTT_VERIFY="never",
+                     **_journal_env(log))
+    daemon = procs.start(cli("--state-dir", str(tmp_path / "state"), "run"), env, "daemon.log")
+    notify.status("retry 2 in")
+    assert stop_daemon(daemon, notify, 5)[0] == 0
+    lines = log.read_text().splitlines()
+    outcome = re.compile(
+        r"^<4>edge_provision\.agent\.daemon\.supervisor: child exited command=enroll code=75 "
+        r"outcome=transient kind=ServiceUnavailable next=enroll next_in_s=\d+\.\d "
+        r"next_at=\S+ attempt=\d error=ServiceUnavailable: .*127\.0\.0\.1")
+    assert len([line for line in lines if outcome.match(line)]) >= 2, lines
+    assert any(line.startswith("<6>edge_provision.agent.daemon.supervisor: child started "
+                               "command=enroll") for line in lines), lines
+    assert not [line for line in lines if line[:1].isdigit()]  # the journal has the time
+    assert "a-token-for-nobody" not in log.read_text()
