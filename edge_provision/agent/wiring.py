@@ -123,11 +123,29 @@ def build_verifier(settings: AgentSettings) -> Verifier | None:
                          timeout_s=settings.mqtt_timeout_s)  # fmt: skip
 
 
+LockWaitCallback = Callable[[str], None]
+"""Told who holds the state lock when a command starts waiting for it."""
+
+
+@contextlib.contextmanager
+def _locked(settings: AgentSettings, store: Store, command: str,
+            on_lock_wait: LockWaitCallback | None) -> Iterator[None]:  # fmt: skip
+    """The state lock for one ``command``: another run's lock is waited for (``lock_wait_s``).
+
+    Contention is never an error: whoever holds the lock finishes its run; only after
+    ``settings.lock_wait_s`` is it :class:`~edge_provision.errors.LockBusy` (temporary).
+    """
+    with store.lock(wait_s=settings.lock_wait_s, holder=f"edge-provision {command}",
+                    on_wait=on_lock_wait):  # fmt: skip
+        yield
+
+
 def run_enroll(
     settings: AgentSettings,
     *,
     force: bool = False,
     progress: Callable[[StepEvent], None] | None = None,
+    on_lock_wait: LockWaitCallback | None = None,
 ) -> EnrollResult:
     """Build everything from ``settings`` and run one enrollment."""
     from edge_provision.agent.enroll import enroll
@@ -135,31 +153,35 @@ def run_enroll(
     store = build_store(settings)
     verifier = build_verifier(settings)
     try:
-        with build_clients(settings) as clients:
+        with _locked(settings, store, "enroll", on_lock_wait), build_clients(settings) as clients:
             return enroll(settings, store, clients, verifier=verifier, force=force,
                           progress=progress)  # fmt: skip
     finally:
         write_metrics(settings, store)
 
 
-def run_renew(settings: AgentSettings, *, force: bool = False) -> RenewResult:
+def run_renew(settings: AgentSettings, *, force: bool = False,
+              on_lock_wait: LockWaitCallback | None = None) -> RenewResult:  # fmt: skip
     """Build the store, clients and verifier from ``settings`` and run one renewal."""
     from edge_provision.agent.renew.renewal import renew
 
     store = build_store(settings)
     verifier = build_verifier(settings)
     try:
-        with build_clients(settings) as clients:
+        with _locked(settings, store, "renew", on_lock_wait), build_clients(settings) as clients:
             return renew(settings, store, clients, verifier=verifier, force=force)
     finally:
         write_metrics(settings, store)
 
 
-def run_reset(settings: AgentSettings) -> ResetResult:
+def run_reset(settings: AgentSettings, *,
+              on_lock_wait: LockWaitCallback | None = None) -> ResetResult:  # fmt: skip
     """Forget the current generation of ``settings.state_dir`` (see agent.reset)."""
     from edge_provision.agent.reset import reset
 
-    return reset(build_store(settings))
+    store = build_store(settings)
+    with _locked(settings, store, "reset", on_lock_wait):
+        return reset(store)
 
 
 def read_status(settings: AgentSettings) -> GatewayStatus:

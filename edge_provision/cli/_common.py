@@ -14,7 +14,7 @@ from edge_provision.errors import ConfigError, EdgeProvisionError
 from edge_provision.logs import register_secret, setup_logging
 from edge_provision.settings import AgentSettings, load_agent_settings
 
-__all__ = ["CliContext", "emit_json", "error_doc", "json_option"]
+__all__ = ["CliContext", "emit_json", "error_doc", "json_option", "say_lock_wait"]
 
 
 @dataclass
@@ -63,6 +63,12 @@ def error_doc(exc: EdgeProvisionError) -> dict[str, object]:
             "step": exc.step,
         },
     }
+
+
+def say_lock_wait(holder: str) -> None:
+    """The one line a command prints (stderr) when it starts waiting for the state lock."""
+    click.echo(f"waiting for the state lock, held by {holder}; it is let go when that run "
+               "ends (Ctrl-C to give up)", err=True)
 
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:

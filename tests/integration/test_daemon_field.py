@@ -8,12 +8,15 @@ tmp_path; every wait is bounded and every process is ended in a ``finally``.
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _daemon_util import Notify, Procs, cli, daemon_env, stop_daemon
+from _cli_util import lab_server, token
+from _daemon_util import LockHolder, Notify, Procs, cli, daemon_env, stop_daemon
 
+from edge_provision.lab.server import RunningLabServer
 from edge_provision.testing import free_port
 
 
@@ -29,6 +32,20 @@ def notify(tmp_path: Path) -> Iterator[Notify]:
     """The test's NOTIFY_SOCKET."""
     with Notify(tmp_path / "notify.sock") as n:
         yield n
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[RunningLabServer]:
+    """A lab server (in a thread) for the daemon's children."""
+    with lab_server(tmp_path) as server:
+        yield server
+
+
+def _start(procs: Procs, notify: Notify, tmp_path: Path, url: str, token_: str,
+           **extra: str) -> subprocess.Popen[bytes]:
+    """`edge-provision --state-dir <tmp>/state run` against ``url``, stderr in daemon.log."""
+    env = daemon_env(notify, url, token_, EDGE_PROVISION_MQTT_VERIFY="never", **extra)
+    return procs.start(cli("--state-dir", str(tmp_path / "state"), "run"), env, "daemon.log")
 
 
 def _journal_env(log: Path) -> dict[str, str]:
@@ -59,3 +76,21 @@ def test_run_logs_every_child_outcome_to_the_journal(procs: Procs, notify: Notif
                                "command=enroll") for line in lines), lines
     assert not [line for line in lines if line[:1].isdigit()]  # the journal has the time
     assert "a-token-for-nobody" not in log.read_text()
+
+
+def test_a_person_holding_the_lock_is_waited_out_not_an_error(
+        procs: Procs, notify: Notify, tmp_path: Path, lab: RunningLabServer) -> None:  # fmt: skip
+    """A person's enroll holds the state lock as the daemon's child starts: the daemon says so
+    and retries soon (never failed-permanent); once the lock is free it enrolls."""
+    with LockHolder(tmp_path / "state", "edge-provision enroll") as holder:
+        daemon = _start(procs, notify, tmp_path, lab.url, token(tmp_path))
+        busy = notify.status("waits for another edge-provision run")
+        assert busy.startswith("STATUS=enroll waits for another edge-provision run (state lock), "
+                               "retry 1 in ")
+        assert f"held by pid {holder.pid} (edge-provision enroll" in busy
+        holder.release()
+        notify.status("provisioned: generation 1")
+    assert not [m for m in notify.messages if "failed" in m]
+    assert stop_daemon(daemon, notify, 5)[0] == 0
+    log = (tmp_path / "daemon.log").read_text()
+    assert "code=75 outcome=busy kind=LockBusy next=enroll" in log

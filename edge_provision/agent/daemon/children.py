@@ -18,10 +18,13 @@ from typing import Protocol
 
 from edge_provision.agent.daemon.schedule import ChildResult
 
-__all__ = ["CHILD_ENV_DROP", "Child", "Clock", "SystemClock", "capture_fd", "command_prefix",
-           "error_of"]
+__all__ = ["CHILD_ENV_DROP", "CHILD_ENV_SET", "Child", "Clock", "SystemClock", "capture_fd",
+           "command_prefix", "error_of"]
 
 CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+CHILD_ENV_SET = {"EDGE_PROVISION_LOCK_WAIT": "0"}
+"""A child never waits for a state lock someone else holds: it exits 75 (reason ``busy``) and
+the supervisor, which stays responsive, retries it soon."""
 _MAX_STDOUT_BYTES = 65536
 
 class Clock(Protocol):

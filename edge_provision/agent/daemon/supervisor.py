@@ -49,6 +49,7 @@ from edge_provision import fileio
 from edge_provision.agent.backoff import Backoff, UniformSource
 from edge_provision.agent.daemon.children import (
     CHILD_ENV_DROP,
+    CHILD_ENV_SET,
     Child,
     Clock,
     SystemClock,
@@ -172,6 +173,7 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier(env=env)
         self._watchdog_s = watchdog_interval_s(env)
         self._child_env = {k: v for k, v in env.items() if k not in CHILD_ENV_DROP}
+        self._child_env.update(CHILD_ENV_SET)
         self.clock: Clock = clock or SystemClock()
         self.rng: UniformSource = rng or random.Random()  # jitter, not secrets
         self.child_timeout_s = child_timeout_s

@@ -18,11 +18,13 @@ Layout of ``state_dir`` (0700)::
                                written last                                       0600
     generations/.tmp-<n>/    a generation being written; renamed to <n> when complete
     current -> generations/<n>   relative symlink, flipped with one atomic rename
-    .lock                    flock(2) lock file guarding every write
+    .lock                    flock(2) lock file guarding every write; while held it says who
+                             holds it: {"pid", "command", "since"}
 
 API: ``Store(state_dir, *, clock=None)``; ``with store.lock(blocking=True):`` around every
-write (writes outside it raise :class:`StoreError`; the lock is re-entrant within a thread and
-``blocking=False`` raises StoreError at once if another process holds it).
+write (writes outside it raise :class:`StoreError`; the lock is re-entrant within a thread;
+another process's lock is waited for, ``wait_s`` at most, and ``blocking=False`` raises
+:class:`~edge_provision.errors.LockBusy` at once; the lock file names its holder).
 ``load_state() -> State`` never raises on damage: a damaged ``state.json`` falls back to
 ``state.json.prev`` (``recovered_from == "state.json.prev"``), both damaged to a fresh state
 (``recovered_from == "fresh"``), each with a warning. ``save_state(state)``;
@@ -130,8 +132,15 @@ class Store:
     # -- locking --------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self, blocking: bool = True) -> Iterator[None]:
-        """Hold the state directory's exclusive lock (re-entrant within one thread)."""
+    def lock(self, blocking: bool = True, *, wait_s: float | None = None,
+             holder: str | None = None,
+             on_wait: Callable[[str], None] | None = None) -> Iterator[None]:  # fmt: skip
+        """Hold the state directory's exclusive lock (re-entrant within one thread).
+
+        Another process's lock is waited for (see :func:`edge_provision.fileio.exclusive_lock`:
+        ``wait_s`` bounds the wait, ``blocking=False`` does not wait, ``holder`` is written
+        into the lock file, ``on_wait`` hears who holds it); then LockBusy.
+        """
         if not self._mutex.acquire(blocking=blocking):
             raise StoreError(
                 f"{self.lock_path}: another thread of this process holds the state lock"
@@ -145,7 +154,8 @@ class Store:
                     self._depth -= 1
                 return
             fileio.ensure_private_dir(self.state_dir)
-            with fileio.exclusive_lock(self.lock_path, blocking=blocking):
+            with fileio.exclusive_lock(self.lock_path, blocking=blocking, wait_s=wait_s,
+                                       holder=holder, on_wait=on_wait):  # fmt: skip
                 self._owner, self._depth = threading.get_ident(), 1
                 try:
                     yield
