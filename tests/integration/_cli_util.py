@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from edge_provision.agent.store import Phase, State, Store
 from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
 from edge_provision.settings import load_lab_settings
 
@@ -71,3 +72,16 @@ def assert_clean(done: subprocess.CompletedProcess[str], secrets: list[str]) -> 
     """No secret in stdout or stderr."""
     for secret in secrets:
         assert secret not in done.stdout and secret not in done.stderr
+
+
+EXTREME_TIMES = ["0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59+00:00",
+                 "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"]
+
+
+def save_extreme_state(state_dir: Path, when: str, phase: Phase = Phase.PROVISIONED) -> None:
+    """A state.json whose every time (journal, last error, next action) is ``when``."""
+    store = Store(state_dir)
+    with store.lock():
+        state = State(phase=phase, next_action="renew", next_action_at=when)
+        state = state.record("renew", "done", {"last_renewal": when}, at=when)
+        store.save_state(state.with_error("ServiceUnavailable", "503", at=when))

@@ -12,7 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _cli_util import TIMEOUT_S, cli, cli_argv, cli_env, lab_server
+from _cli_util import (
+    EXTREME_TIMES,
+    TIMEOUT_S,
+    cli,
+    cli_argv,
+    cli_env,
+    lab_server,
+    save_extreme_state,
+)
 from _daemon_util import LockHolder, read_line
 
 from edge_provision.lab.server import RunningLabServer
@@ -62,3 +70,15 @@ def test_a_held_lock_past_lock_wait_is_temporary(tmp_path: Path, lab: RunningLab
     error = json.loads(done.stdout)["error"]
     assert (error["kind"], error["reason"], error["retryable"]) == ("LockBusy", "busy", True)
     assert f"held by pid {holder.pid} (edge-provision enroll" in error["message"]
+
+
+@pytest.mark.parametrize("when", EXTREME_TIMES)
+def test_status_reads_any_time_in_state_json(tmp_path: Path, when: str) -> None:
+    """Year 1 and 9999 in every time field of state.json: status (text, --json, --verbose)."""
+    save_extreme_state(tmp_path / "agent", when)
+    for args in (("status",), ("status", "--json", "--verbose")):
+        done = cli(tmp_path, *args)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+    doc = json.loads(cli(tmp_path, "status", "--json").stdout)
+    assert doc["next_action_at"] == when and doc["last_error"]["at"] == when

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _cli_util import lab_server, token
+from _cli_util import EXTREME_TIMES, lab_server, save_extreme_state, token
 from _daemon_util import LockHolder, Notify, Procs, cli, daemon_env, stop_daemon
 
+from edge_provision.agent.store import Phase
 from edge_provision.lab.server import RunningLabServer
 from edge_provision.testing import free_port
 
@@ -94,3 +95,17 @@ def test_a_person_holding_the_lock_is_waited_out_not_an_error(
     assert stop_daemon(daemon, notify, 5)[0] == 0
     log = (tmp_path / "daemon.log").read_text()
     assert "code=75 outcome=busy kind=LockBusy next=enroll" in log
+
+
+@pytest.mark.parametrize("when", EXTREME_TIMES)
+def test_the_daemon_starts_with_any_time_in_state_json(procs: Procs, notify: Notify,
+                                                       tmp_path: Path, when: str) -> None:
+    """Year 1 / 9999 in state.json (failed-permanent, a renewal "due" then): READY, a STATUS,
+    no traceback, a clean stop."""
+    save_extreme_state(tmp_path / "state", when, Phase.FAILED_PERMANENT)
+    url = f"http://127.0.0.1:{free_port()}"  # the children may fail: nothing listens
+    daemon = _start(procs, notify, tmp_path, url, "a-token")
+    assert notify.expect(lambda m: m.startswith("READY=1\nSTATUS="))
+    notify.status("retry 1 in")  # the enroll child ran and failed as it should, and was seen
+    assert stop_daemon(daemon, notify, 5)[0] == 0
+    assert "Traceback" not in (tmp_path / "daemon.log").read_text()

@@ -361,3 +361,26 @@ def test_any_run_of_outcomes_keeps_the_invariants(
         if decision.machine.retry_pending:
             assert nxt.run in ("enroll", "renew")  # retried, never abandoned
         machine = nxt.machine
+
+
+_ANY_TIME = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59),
+                         timezones=st.just(timezone.utc))
+
+
+@given(at=_ANY_TIME, now=_ANY_TIME, kind=st.sampled_from(list(EventKind)),
+       code=_CODES, action=st.sampled_from(["renew", "check", "enroll", None]),
+       generation=st.sampled_from([None, 3]))
+def test_any_time_in_state_json_or_on_the_clock_is_scheduled_without_error(
+    at: datetime, now: datetime, kind: EventKind, code: int, action: str | None,
+    generation: int | None,
+) -> None:
+    """Times from year 1 to 9999 (state.json, or a gateway clock without an RTC): decide()
+    never raises and never asks for a negative or NaN sleep."""
+    snap = Snapshot.from_state(State(phase=Phase.PROVISIONED, current_generation=generation,
+                                     next_action=action, next_action_at=at.isoformat()))
+    child = _exited(code, "ServiceUnavailable" if code else None) if (
+        kind is EventKind.CHILD_EXITED) else None
+    decision = decide(Machine(state=Phase.RENEWING, attempt=3), Event(kind, now, snap, child),
+                      POLICY, random.Random(0))
+    assert decision.run is not None or decision.keep_timer or decision.delay_s >= 0
+    assert not math.isnan(decision.delay_s)

@@ -40,8 +40,8 @@ import random
 import select
 import signal
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -66,9 +66,11 @@ from edge_provision.agent.daemon.schedule import (
     Policy,
     Snapshot,
     decide,
+    human_delay,
 )
 from edge_provision.agent.daemon.systemd import Notifier, watchdog_interval_s
 from edge_provision.agent.store import Store
+from edge_provision.clock import later
 from edge_provision.errors import EdgeProvisionError, StoreError
 from edge_provision.settings import AgentSettings
 
@@ -86,7 +88,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 WALL_RECHECK_S = 3600.0  # wall-clock timers are re-read at least this often
-_MAX_REPORTED_S = 10 * 365 * 86400.0  # a log line never computes a time past this
 _OUTCOME_LEVEL = {Outcome.OK: logging.INFO, Outcome.BUSY: logging.INFO,
                   Outcome.TRANSIENT: logging.WARNING, Outcome.PERMANENT: logging.ERROR}
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -189,21 +190,49 @@ class Daemon:
         self._control: ControlChannel | None = None
         self._waiting: list[ControlRequest] = []  # control commands the running child answers
         self._last_snap = Snapshot()
+        self._faults = 0  # consecutive unexpected exceptions (see run)
 
     # -- entry ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Check the state directory, install the signals, loop until SIGTERM/SIGINT."""
+        """Check the state directory, install the signals, loop until SIGTERM/SIGINT.
+
+        Each event is handled inside one boundary: an unexpected exception (a bug) is logged
+        with its traceback, shown in STATUS, and the event is retried after a backoff. The
+        daemon goes on; it never dies into a ``Restart=on-failure`` crash loop.
+        """
         self._check_state_dir(self.settings.state_dir)
         with self._signals():
-            self._apply(self._decide(EventKind.START), ready=True)
-            self._sync_control()
+            try:
+                self._apply(self._decide(EventKind.START), ready=True)
+                self._sync_control()
+            except Exception as exc:  # the per-event boundary (see the docstring)
+                self._fault(exc)
             while True:
-                signals = self._wait()
-                if any(s in signals for s in _STOP_SIGNALS):
-                    self._stop()
-                    return
-                self._step(signals)
+                try:
+                    signals = self._wait()
+                    if any(s in signals for s in _STOP_SIGNALS):
+                        break
+                    self._step(signals)
+                except Exception as exc:  # the per-event boundary (see the docstring)
+                    self._fault(exc)
+            self._stop()
+
+    def _fault(self, exc: Exception) -> None:
+        """Log an unexpected exception with its traceback; retry the schedule after a backoff."""
+        self._faults += 1
+        policy = policy_of(self.settings)
+        delay = max(0.1, policy.backoff.delay_s(self._faults - 1, self.rng))
+        logger.exception("unexpected error, the daemon goes on error=%s: %s retry_in_s=%.1f",
+                         type(exc).__name__, exc, delay)
+        status = (f"internal error (a bug, see the log): {type(exc).__name__}: {exc}; "
+                  f"retrying in {human_delay(delay)}")
+        self.notifier.ready(status=status)  # also ends a RELOADING=1 the error cut short
+        self._sent_status = status
+        if self._child is None:
+            self._deadline = self.clock.monotonic() + delay
+        if self._faults > 1:  # a fault that repeats at once must not spin: pause a little
+            time.sleep(min(1.0, 0.1 * self._faults))
 
     def _step(self, signals: set[int]) -> None:
         if signal.SIGHUP in signals:
@@ -284,6 +313,7 @@ class Daemon:
         return decide(self.machine, event, policy_of(self.settings), self.rng)
 
     def _apply(self, decision: Decision, *, ready: bool = False) -> None:
+        self._faults = 0  # a decision went through: whatever failed before works again
         before = self.machine.state
         self.machine = decision.machine
         status = decision.status
@@ -375,7 +405,7 @@ class Daemon:
         if math.isinf(delay):
             when = "next_in_s=- next_at=-"
         else:
-            at = self.clock.now() + timedelta(seconds=min(delay, _MAX_REPORTED_S))
+            at = later(self.clock.now(), delay)
             when = f"next_in_s={delay:.1f} next_at={at.isoformat(timespec='seconds')}"
         logger.log(level, "child exited command=%s code=%s outcome=%s kind=%s next=%s %s "
                    "attempt=%s error=%s", result.command, result.returncode, outcome.value,

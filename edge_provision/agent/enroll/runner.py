@@ -21,12 +21,12 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import Enum
 from typing import Callable, Generic, Optional, TypeVar, Union
 
 from edge_provision.agent.store import Phase, State, Store
-from edge_provision.clock import iso
+from edge_provision.clock import iso, later
 from edge_provision.errors import EdgeProvisionError, Reason, TransientError
 
 __all__ = [
@@ -213,11 +213,11 @@ class StepRunner:
             has_current = self.store.current_generation() is not None
             if isinstance(exc, TransientError):
                 phase = Phase.PROVISIONED if has_current else Phase.UNPROVISIONED
-                next_at = now + timedelta(seconds=exc.retry_after_s or 0.0)
+                next_at = later(now, exc.retry_after_s or 0.0)
                 counter = "transient_failures"
             else:
                 phase = Phase.PROVISIONED if has_current else Phase.FAILED_PERMANENT
-                next_at = now + timedelta(seconds=self.permanent_retry_s)
+                next_at = later(now, self.permanent_retry_s)
                 counter = "permanent_failures"
 
             def change(state: State) -> State:

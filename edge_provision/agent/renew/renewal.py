@@ -32,7 +32,7 @@ import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from edge_provision.agent.backoff import backoff_delay_s
@@ -42,7 +42,7 @@ from edge_provision.agent.handoff import hand_off
 from edge_provision.agent.identity import identity_for
 from edge_provision.agent.renew.policy import RenewalPolicy, renewal_time
 from edge_provision.agent.store import Generation, GenerationData, Phase, State, Store
-from edge_provision.clock import iso, parse_iso
+from edge_provision.clock import iso, later, parse_iso
 from edge_provision.crypto import pki
 from edge_provision.errors import (
     CertificateError,
@@ -59,7 +59,7 @@ __all__ = ["RenewResult", "renew"]
 
 logger = logging.getLogger(__name__)
 
-_DUE_TOLERANCE = timedelta(seconds=1)  # next_action_at is stored with whole seconds
+_DUE_TOLERANCE_S = 1.0  # next_action_at is stored with whole seconds
 _ATTEMPT = "renew_attempt"
 
 
@@ -148,7 +148,7 @@ def _renew(run: _Run, current: Generation, force: bool) -> RenewResult:
     policy = RenewalPolicy(renew_before_s=run.settings.renew_before_s)
     scheduled = parse_iso(state.next_action_at) if state.next_action == "renew" else None
     due = force or (scheduled is not None and scheduled <= now) or any(
-        now + _DUE_TOLERANCE >= renewal_time(i.not_before, i.not_after, policy,
+        later(now, _DUE_TOLERANCE_S) >= renewal_time(i.not_before, i.not_after, policy,
                                              random.Random(i.serial))
         for i in infos.values()
     )
@@ -370,7 +370,7 @@ def _record_failure(run: _Run, exc: EdgeProvisionError) -> None:
             return dataclasses.replace(
                 s, phase=Phase.PROVISIONED if has_current else Phase.FAILED_PERMANENT,
                 next_action=s.next_action if s.next_action == "enroll" else "renew",
-                next_action_at=iso(now + timedelta(seconds=delay)))  # fmt: skip
+                next_action_at=iso(later(now, delay)))  # fmt: skip
 
         run.update(change)
         logger.error("%s failed error=%s retry_in_s=%.1f", step, exc, delay)
