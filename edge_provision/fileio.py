@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,9 @@ __all__ = [
     "ensure_private_dir",
     "exclusive_lock",
     "fsync_dir",
+    "is_temp_name",
     "read_text",
+    "remove_temp_files",
 ]
 
 SECRET_MODE = 0o600
@@ -36,6 +39,48 @@ PUBLIC_MODE = 0o644
 DIR_MODE = 0o700
 
 StrPath = Union[str, "os.PathLike[str]"]
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
+
+
+def _temp_path(target: Path) -> Path:
+    """Where :func:`atomic_write` / :func:`atomic_symlink` stage ``target``."""
+    return target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
+
+
+def is_temp_name(name: str, of: str | None = None) -> bool:
+    """True for a staging file of :func:`atomic_write` (``.<name>.<8 hex>.tmp``), of ``of``."""
+    match = _TEMP_RE.match(name)
+    return match is not None and (of is None or match.group("name") == of)
+
+
+def remove_temp_files(directory: StrPath, *, of: str | None = None) -> list[Path]:
+    """Remove the staging files a crash left in ``directory`` (only those of ``of`` if given).
+
+    A process killed between writing and renaming leaves ``.<name>.<8 hex>.tmp`` behind,
+    possibly with a secret in it. Call this with the lock that guards those writes held.
+    A missing directory has nothing to remove; StoreError if one cannot be removed.
+    """
+    try:
+        names = sorted(os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise StoreError(f"{directory}: cannot list: {exc.strerror or exc}") from exc
+    removed = []
+    for name in names:
+        if not is_temp_name(name, of):
+            continue
+        path = Path(directory, name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot remove a leftover temporary file: "
+                             f"{exc.strerror or exc}") from exc
+        removed.append(path)
+    return removed
 
 
 def fsync_dir(directory: StrPath) -> None:
@@ -76,7 +121,7 @@ def atomic_write(path: StrPath, data: bytes | str, mode: int = SECRET_MODE) -> N
     target = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
+    tmp = _temp_path(target)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
@@ -99,7 +144,7 @@ def atomic_write(path: StrPath, data: bytes | str, mode: int = SECRET_MODE) -> N
 def atomic_symlink(link: StrPath, target: str) -> None:
     """Point symlink ``link`` at ``target`` with one atomic rename."""
     link_path = Path(link)
-    tmp = link_path.with_name(f".{link_path.name}.{os.urandom(4).hex()}.tmp")
+    tmp = _temp_path(link_path)
     try:
         os.symlink(target, tmp)
         os.replace(tmp, link_path)

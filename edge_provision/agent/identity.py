@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import re
-import secrets
 import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -508,6 +507,8 @@ def resolve_identity(
         elif record is not None:
             key_value, key_source = record.external_key, stored_src
         elif persist:
+            import secrets  # only here: it loads OpenSSL's hashlib, which status never needs
+
             key_value, key_source = secrets.token_urlsafe(_KEY_BYTES), "generated"
         else:
             key_value, key_source = "", "not yet generated"

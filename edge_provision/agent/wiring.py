@@ -134,9 +134,13 @@ def _locked(settings: AgentSettings, store: Store, command: str,
 
     Contention is never an error: whoever holds the lock finishes its run; only after
     ``settings.lock_wait_s`` is it :class:`~edge_provision.errors.LockBusy` (temporary).
+    Once held, the leftovers of interrupted writes are removed first.
     """
+    from edge_provision.agent.leftovers import remove_leftovers
+
     with store.lock(wait_s=settings.lock_wait_s, holder=f"edge-provision {command}",
                     on_wait=on_lock_wait):  # fmt: skip
+        remove_leftovers(settings, store)
         yield
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from _cli_util import (
+    EXT_KEY,
     EXTREME_TIMES,
     TIMEOUT_S,
     cli,
@@ -21,7 +22,7 @@ from _cli_util import (
     lab_server,
     save_extreme_state,
 )
-from _daemon_util import LockHolder, read_line
+from _daemon_util import LockHolder, Notify, read_line, stop_daemon
 
 from edge_provision.lab.server import RunningLabServer
 
@@ -82,3 +83,89 @@ def test_status_reads_any_time_in_state_json(tmp_path: Path, when: str) -> None:
         assert "Traceback" not in done.stderr
     doc = json.loads(cli(tmp_path, "status", "--json").stdout)
     assert doc["next_action_at"] == when and doc["last_error"]["at"] == when
+
+
+# Test-side crash injection (no hook in product code): a sitecustomize on the child's
+# PYTHONPATH SIGKILLs the process right before it renames a staging file onto ``<name>``,
+# as a power cut between the write and the rename would.
+_CRASH_AT_REPLACE = """
+import os, signal
+_target = os.environ.get("EP_TEST_CRASH_AT_REPLACE")
+if _target:
+    _replace = os.replace
+    def _crash_then_replace(src, dst, *args, **kwargs):
+        if os.path.basename(os.fspath(dst)) == _target:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _replace(src, dst, *args, **kwargs)
+    os.replace = _crash_then_replace
+"""
+
+
+def _crash_env(tmp_path: Path, url: str, name: str, **extra: str) -> dict[str, str]:
+    """The agent's environment, with a SIGKILL just before ``name`` is renamed into place."""
+    hooks = tmp_path / "crash-hooks"
+    hooks.mkdir(exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(_CRASH_AT_REPLACE)
+    return dict(cli_env(tmp_path, url), PYTHONPATH=str(hooks), EP_TEST_CRASH_AT_REPLACE=name,
+                **extra)
+
+
+def _leftovers(*directories: Path) -> list[Path]:
+    return sorted(p for d in directories if d.exists() for p in d.iterdir()
+                  if p.name.endswith(".tmp"))
+
+
+def _next_start(tmp_path: Path, command: str, env: dict[str, str]) -> None:
+    """Start ``command`` once (the daemon: until READY=1, then SIGTERM)."""
+    if command != "run":
+        subprocess.run(cli_argv(tmp_path, command, "--json"), env=env, capture_output=True,
+                       timeout=TIMEOUT_S, check=False)
+        return
+    with Notify(tmp_path / "notify.sock") as notify:
+        daemon = subprocess.Popen(cli_argv(tmp_path, "run"), stdin=subprocess.DEVNULL,
+                                  env=dict(env, NOTIFY_SOCKET=str(notify.path)),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            notify.expect(lambda m: m.startswith("READY=1"))
+            assert stop_daemon(daemon, notify, 10)[0] == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+
+
+@pytest.mark.parametrize("next_start", ["enroll", "renew", "run"])
+def test_a_crash_while_writing_the_identity_leaves_nothing_for_good(
+        tmp_path: Path, lab: RunningLabServer, next_start: str) -> None:  # fmt: skip
+    """Killed between writing identity.json's staging file (the external key in it) and the
+    rename: the next start of enroll, renew or the daemon removes the leftover."""
+    crashed = subprocess.run(cli_argv(tmp_path, "enroll"), capture_output=True, text=True,
+                             env=_crash_env(tmp_path, lab.url, "identity.json"),
+                             timeout=TIMEOUT_S, check=False)
+    assert crashed.returncode == -9, crashed.stderr
+    (leftover,) = _leftovers(tmp_path / "agent")
+    assert leftover.name.startswith(".identity.json.") and EXT_KEY in leftover.read_text()
+    _next_start(tmp_path, next_start, cli_env(tmp_path, lab.url))
+    assert _leftovers(tmp_path / "agent") == []
+
+
+@pytest.mark.parametrize("next_start", ["enroll", "renew", "run"])
+def test_a_crash_during_the_hand_off_leaves_no_password_behind(
+        tmp_path: Path, lab: RunningLabServer, next_start: str) -> None:  # fmt: skip
+    """Killed between writing the Agent's environment file (0640, the MQTT password in it)
+    and its rename: the next start removes the staging file, and only ours."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / ".not-ours.0badc0de.tmp").write_text("another program's staging file")
+    handoff = {"EDGE_PROVISION_AGENT_ENV": str(etc / "agent.env")}
+    assert subprocess.run(cli_argv(tmp_path, "enroll"), env=dict(cli_env(tmp_path, lab.url),
+                          **handoff), capture_output=True, timeout=TIMEOUT_S).returncode == 0
+    crashed = subprocess.run(cli_argv(tmp_path, "enroll", "--force"), capture_output=True,
+                             env=_crash_env(tmp_path, lab.url, "agent.env", **handoff),
+                             text=True, timeout=TIMEOUT_S, check=False)
+    assert crashed.returncode == -9, crashed.stderr
+    leftover = [p for p in _leftovers(etc) if p.name.startswith(".agent.env.")]
+    assert len(leftover) == 1 and oct(leftover[0].stat().st_mode & 0o777) == "0o640"
+    assert "MF_AGENT_MQTT_PASSWORD=" in leftover[0].read_text()
+    _next_start(tmp_path, next_start, dict(cli_env(tmp_path, lab.url), **handoff))
+    assert [p.name for p in _leftovers(etc, tmp_path / "agent")] == [".not-ours.0badc0de.tmp"]

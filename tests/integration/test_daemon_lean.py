@@ -30,6 +30,7 @@ ALLOWED = {
     "edge_provision.logs", "edge_provision.clock",
     "edge_provision.errors", "edge_provision.fileio", "edge_provision.agent.backoff",
     "edge_provision.agent.daemon.schedule", "edge_provision.agent.daemon.children",
+    "edge_provision.agent.leftovers",
 }
 
 

@@ -71,7 +71,7 @@ from edge_provision.agent.daemon.schedule import (
 from edge_provision.agent.daemon.systemd import Notifier, watchdog_interval_s
 from edge_provision.agent.store import Store
 from edge_provision.clock import later
-from edge_provision.errors import EdgeProvisionError, StoreError
+from edge_provision.errors import EdgeProvisionError, LockBusy, StoreError
 from edge_provision.settings import AgentSettings
 
 __all__ = [
@@ -202,6 +202,7 @@ class Daemon:
         daemon goes on; it never dies into a ``Restart=on-failure`` crash loop.
         """
         self._check_state_dir(self.settings.state_dir)
+        self._remove_leftovers()
         with self._signals():
             try:
                 self._apply(self._decide(EventKind.START), ready=True)
@@ -517,6 +518,19 @@ class Daemon:
             child.close()
         self._child = None
         logger.info("stopped")
+
+    def _remove_leftovers(self) -> None:
+        """At start: what interrupted writes left (see agent.leftovers); a busy lock skips it."""
+        from edge_provision.agent.leftovers import remove_leftovers
+
+        store = Store(self.settings.state_dir)
+        try:
+            with store.lock(blocking=False, holder="edge-provision run"):
+                remove_leftovers(self.settings, store)
+        except LockBusy:  # a running enroll/renew removes them itself
+            logger.info("leftovers not checked: another run holds the state lock")
+        except EdgeProvisionError as exc:
+            logger.warning("leftovers not removed error=%s", exc)
 
     @staticmethod
     def _check_state_dir(state_dir: Path) -> None:

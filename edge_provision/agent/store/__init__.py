@@ -104,7 +104,7 @@ logger = logging.getLogger(__name__)
 _MANIFEST_VERSION = 1
 _REQUIRED_FILES = ("things.json", "channels.json", "credentials.json", "bootstrap.json")
 _GEN_TEMP_RE = re.compile(r"^\.(tmp|trash)-\d+$")
-_OUR_TEMP_RE = re.compile(r"^\.(state\.json|state\.json\.prev|current)\.[0-9a-f]+\.tmp$")
+_OWN_FILES = ("state.json", "state.json.prev", "current")  # written with a staging file
 
 
 class Store:
@@ -279,6 +279,7 @@ class Store:
             os.rename(tmp, final)
             fileio.fsync_dir(self.generations_dir)
         except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not keep the half of it
             raise store_error(final, "write the generation", exc) from exc
         logger.info(
             "generation written number=%s source=%s things=%s certificates=%s",
@@ -401,23 +402,22 @@ class Store:
         return state
 
     def cleanup_temp(self) -> tuple[str, ...]:
-        """Remove litter of interrupted writes: ``generations/.tmp-*``, ``.trash-*``, temp files."""
+        """Remove litter of the store's interrupted writes: ``generations/.tmp-*``, ``.trash-*``
+        and the staging files of ``state.json``, ``state.json.prev`` and ``current`` (those of
+        other files are their owners' business); their paths relative to the state dir."""
         self._require_lock("cleanup_temp")
-        removed: list[str] = []
-        candidates: list[Path] = []
-        for directory, pattern in (
-            (self.generations_dir, _GEN_TEMP_RE),
-            (self.state_dir, _OUR_TEMP_RE),
-        ):
-            try:
-                candidates += [
-                    directory / n for n in sorted(os.listdir(directory)) if pattern.match(n)
-                ]
-            except FileNotFoundError:
+        removed = [str(p.relative_to(self.state_dir)) for name in _OWN_FILES
+                   for p in fileio.remove_temp_files(self.state_dir, of=name)]
+        try:
+            names = sorted(os.listdir(self.generations_dir))
+        except FileNotFoundError:
+            names = []
+        except OSError as exc:
+            raise store_error(self.generations_dir, "list", exc) from exc
+        for name in names:
+            path = self.generations_dir / name
+            if not _GEN_TEMP_RE.match(name) and not fileio.is_temp_name(name):
                 continue
-            except OSError as exc:
-                raise store_error(directory, "list", exc) from exc
-        for path in candidates:
             try:
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
