@@ -30,6 +30,7 @@ __all__ = [
     "exclusive_lock",
     "fsync_dir",
     "is_temp_name",
+    "os_error",
     "read_text",
     "remove_temp_files",
 ]
@@ -81,6 +82,21 @@ def remove_temp_files(directory: StrPath, *, of: str | None = None) -> list[Path
                              f"{exc.strerror or exc}") from exc
         removed.append(path)
     return removed
+
+
+_HINTS = {
+    errno.EACCES: "run as the service user or fix ownership of the state directory",
+    errno.EPERM: "run as the service user or fix ownership of the state directory",
+    errno.ENOSPC: "free some disk space",
+    errno.EDQUOT: "free some disk space or raise the quota",
+    errno.EROFS: "the filesystem is read-only; remount it read-write or pick --state-dir",
+}
+
+
+def os_error(path: StrPath, action: str, exc: OSError) -> StoreError:
+    """An OSError as a StoreError naming the path, what failed and the likely fix."""
+    hint = _HINTS.get(exc.errno or 0, "check the state directory (--state-dir) and the disk")
+    return StoreError(f"{path}: cannot {action}: {exc.strerror or exc}; {hint}")
 
 
 def fsync_dir(directory: StrPath) -> None:
@@ -138,7 +154,7 @@ def atomic_write(path: StrPath, data: bytes | str, mode: int = SECRET_MODE) -> N
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise StoreError(f"{target}: cannot write: {exc.strerror or exc}") from exc
+        raise os_error(target, "write", exc) from exc
 
 
 def atomic_symlink(link: StrPath, target: str) -> None:
@@ -152,7 +168,7 @@ def atomic_symlink(link: StrPath, target: str) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise StoreError(f"{link_path}: cannot switch link: {exc.strerror or exc}") from exc
+        raise os_error(link_path, "switch the link", exc) from exc
 
 
 def read_text(path: StrPath, what: str = "file") -> str:

@@ -207,7 +207,10 @@ def write_metrics(settings: AgentSettings, store: Store) -> None:
     from edge_provision.metrics import write_textfile
 
     try:
-        write_textfile(settings.metrics_textfile,
-                       metrics_text(gateway_status(settings, store)))  # fmt: skip
+        text = metrics_text(gateway_status(settings, store))
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if settings.metrics_textfile.read_text("utf-8") == text:
+                return  # unchanged: a run that changes nothing writes nothing
+        write_textfile(settings.metrics_textfile, text)
     except EdgeProvisionError as exc:
         logger.warning("metrics not written path=%s error=%s", settings.metrics_textfile, exc)

@@ -7,7 +7,9 @@ Each test runs ``python -m edge_provision`` as a technician does, against a lab 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from _cli_util import (
     save_extreme_state,
 )
 from _daemon_util import LockHolder, Notify, read_line, stop_daemon
+from _full_disk import full_disk_available, run_on_full_disk
 
 from edge_provision.lab.server import RunningLabServer
 
@@ -169,3 +172,73 @@ def test_a_crash_during_the_hand_off_leaves_no_password_behind(
     assert "MF_AGENT_MQTT_PASSWORD=" in leftover[0].read_text()
     _next_start(tmp_path, next_start, dict(cli_env(tmp_path, lab.url), **handoff))
     assert [p.name for p in _leftovers(etc, tmp_path / "agent")] == [".not-ours.0badc0de.tmp"]
+
+
+needs_full_disk = pytest.mark.skipif(not full_disk_available(),
+                                     reason="no user namespaces here: cannot mount a tmpfs")
+
+
+def _on_state(*args: str) -> list[str]:
+    """``edge-provision --state-dir {state} ARGS`` for run_on_full_disk."""
+    return [sys.executable, "-m", "edge_provision", "--state-dir", "{state}", *args]
+
+
+def _files(state_dir: Path) -> dict[str, bytes]:
+    """Every regular file under ``state_dir`` (but the lock files) with its bytes."""
+    return {str(p.relative_to(state_dir)): p.read_bytes() for p in sorted(state_dir.rglob("*"))
+            if p.is_file() and not p.is_symlink() and not p.name.endswith(".lock")}
+
+
+@needs_full_disk
+def test_reset_on_a_full_disk_changes_nothing(tmp_path: Path, lab: RunningLabServer) -> None:
+    """reset --yes with no byte free: it fails saying so, and `current` is still there."""
+    assert cli(tmp_path, "enroll", url=lab.url).returncode == 0
+    before = _files(tmp_path / "agent")
+    (reset, status), _ = run_on_full_disk(
+        tmp_path / "agent", tmp_path / "after",
+        [_on_state("reset", "--yes", "--json"), _on_state("status", "--json")],
+        cli_env(tmp_path), tmp_path)
+    assert reset.returncode == 1, reset.stderr
+    error = json.loads(reset.stdout)["error"]
+    assert error["kind"] == "StoreError" and "free some disk space" in error["message"]
+    assert os.readlink(tmp_path / "after" / "current") == "generations/1"
+    assert _files(tmp_path / "after") == before
+    doc = json.loads(status.stdout)
+    assert (doc["state"], doc["current_generation"]) == ("provisioned", 1)
+
+
+@needs_full_disk
+def test_a_run_that_changes_nothing_succeeds_on_a_full_disk(tmp_path: Path,
+                                                            lab: RunningLabServer) -> None:
+    """No byte free: the no-op enroll and a renew with nothing due exit 0, write nothing;
+    a generation left half-written by a crash is removed."""
+    assert cli(tmp_path, "enroll", url=lab.url).returncode == 0
+    before = _files(tmp_path / "agent")
+    half = tmp_path / "agent" / "generations" / ".tmp-2"
+    half.mkdir()
+    (half / "credentials.json").write_text('{"things": {"t": "a thing key"}}')
+    runs, _ = run_on_full_disk(tmp_path / "agent", tmp_path / "after",
+                               [_on_state("enroll", "--json"), _on_state("renew", "--json")],
+                               cli_env(tmp_path, lab.url), tmp_path)
+    enroll, renew = runs
+    assert enroll.returncode == 0, enroll.stdout + enroll.stderr
+    assert json.loads(enroll.stdout)["changed"] is False
+    assert renew.returncode == 0, renew.stdout + renew.stderr
+    assert json.loads(renew.stdout)["renewed"] is False
+    assert _files(tmp_path / "after") == before  # the half generation is gone, nothing else
+
+
+def test_a_run_that_changes_nothing_writes_nothing(tmp_path: Path,
+                                                   lab: RunningLabServer) -> None:
+    """No-op enroll and a renew with nothing due leave every file as it was (bytes, mtime;
+    only the lock files say who held them)."""
+    assert cli(tmp_path, "enroll", url=lab.url).returncode == 0
+    state = tmp_path / "agent"
+    stamps = {p: p.stat().st_mtime_ns for p in state.rglob("*") if not p.name.endswith(".lock")}
+    before = _files(state)
+    for args in (("enroll", "--json"), ("renew", "--json"), ("status",)):
+        done = cli(tmp_path, *args, url=lab.url)
+        assert done.returncode == 0, done.stderr
+    assert _files(state) == before
+    assert {p: p.stat().st_mtime_ns for p in state.rglob("*")
+            if not p.name.endswith(".lock")} == stamps

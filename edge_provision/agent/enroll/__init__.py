@@ -117,11 +117,14 @@ def enroll(
     with store.lock(blocking=False):
         store.cleanup_temp()
         with runner.failures(lambda: e.ident.external_id if e.ident else None):
+            runner.hold()  # the no-op below must write nothing
             runner.perform(e, IDENTITY)
             current = store.current_generation()
             if (current is not None and not force and not current.is_fallback
                     and current.external_id == e.identity.external_id):
+                runner.drop()
                 return _already_provisioned(runner, e, current)
+            runner.release()
             before = store.update_state(lambda s: dataclasses.replace(
                 s.bump("enroll_runs"), phase=Phase.ENROLLING))
             if before.mapping_in_flight:

@@ -176,10 +176,12 @@ def _renew(run: _Run, current: Generation, force: bool) -> RenewResult:
     action, action_at, renewal = _schedule(current, run.settings, now)
     verified = "credentials verified over MQTT" if run.verifier is not None else "nothing checked"
     reason = (f"checked: {verified}" if checking else f"not due until {renewal}; {verified}")
-    run.update(lambda s: dataclasses.replace(
-        s, phase=Phase.PROVISIONED, last_error=None, next_action=action,
-        next_action_at=action_at).record("check", "done", {"result": reason[:200]},
-                                         at=iso(now)))  # fmt: skip
+    state = run.store.load_state()
+    settled = dataclasses.replace(state, phase=Phase.PROVISIONED, last_error=None,
+                                  next_action=action, next_action_at=action_at)  # fmt: skip
+    if settled != state:  # a check that changes nothing writes nothing (a full disk, flash)
+        run.store.save_state(settled.record("check", "done", {"result": reason[:200]},
+                                            at=iso(now)))  # fmt: skip
     gateway = infos.get(current.gateway_thing_id)
     return RenewResult(ok=True, renewed=False, generation=current.number,
                        serial=gateway.serial if gateway else None,

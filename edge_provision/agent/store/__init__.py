@@ -80,7 +80,6 @@ from edge_provision.agent.store.model import (
     read_file,
     render_generation,
     seal,
-    store_error,
     str_field,
     unseal,
 )
@@ -241,7 +240,7 @@ class Store:
         except FileNotFoundError:
             return ()
         except OSError as exc:
-            raise store_error(self.generations_dir, "list", exc) from exc
+            raise fileio.os_error(self.generations_dir, "list", exc) from exc
         return tuple(sorted(n for n in map(generation_number, names) if n is not None))
 
     def write_generation(self, data: GenerationData) -> int:
@@ -280,7 +279,7 @@ class Store:
             fileio.fsync_dir(self.generations_dir)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not keep the half of it
-            raise store_error(final, "write the generation", exc) from exc
+            raise fileio.os_error(final, "write the generation", exc) from exc
         logger.info(
             "generation written number=%s source=%s things=%s certificates=%s",
             number,
@@ -326,7 +325,7 @@ class Store:
             return None
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: "current" exists but is not a symlink
-                raise store_error(self.current_link, "read the link", exc) from exc
+                raise fileio.os_error(self.current_link, "read the link", exc) from exc
             target = ""
         number = link_number(target)
         if number is not None:
@@ -372,34 +371,41 @@ class Store:
                 fileio.fsync_dir(self.generations_dir)
                 shutil.rmtree(trash)
             except OSError as exc:
-                raise store_error(
+                raise fileio.os_error(
                     self.generations_dir / str(n), "delete the generation", exc
                 ) from exc
         if removed:
             logger.info("generations pruned removed=%s", ",".join(map(str, removed)))
         return removed
 
-    def forget_current(self) -> State:
-        """For ``reset``: remove the ``current`` link, set phase UNPROVISIONED; keep generations."""
+    def forget_current(self, change: Callable[[State], State] | None = None) -> State:
+        """For ``reset``: remove the ``current`` link, set phase UNPROVISIONED; keep generations.
+
+        All or nothing: the new state (with ``change`` applied, e.g. a journal entry) is
+        saved first, then the link removed; if either fails (a full disk, a read-only file
+        system) nothing has changed and StoreError says why. A crash between the two leaves
+        the link, which wins over the state (it is the source of truth): still nothing done.
+        """
         self._require_lock("forget_current")
+        old = self.load_state()
+        new = dataclasses.replace(old, phase=Phase.UNPROVISIONED, current_generation=None,
+                                  mapping_in_flight=False, next_action=None,
+                                  next_action_at=None)  # fmt: skip
+        if change is not None:
+            new = change(new)
+        self.save_state(new)
         try:
             os.unlink(self.current_link)
-            fileio.fsync_dir(self.state_dir)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise store_error(self.current_link, "remove the link", exc) from exc
-        state = dataclasses.replace(
-            self.load_state(),
-            phase=Phase.UNPROVISIONED,
-            current_generation=None,
-            mapping_in_flight=False,
-            next_action=None,
-            next_action_at=None,
-        )
-        self.save_state(state)
+            with contextlib.suppress(StoreError):
+                self.save_state(old)  # put the old state back: the link is still there
+            raise fileio.os_error(self.current_link, "remove the link", exc) from exc
+        with contextlib.suppress(OSError):  # durable at the next fsync if not now
+            fileio.fsync_dir(self.state_dir)
         logger.info("current generation forgotten")
-        return state
+        return new
 
     def cleanup_temp(self) -> tuple[str, ...]:
         """Remove litter of the store's interrupted writes: ``generations/.tmp-*``, ``.trash-*``
@@ -413,7 +419,7 @@ class Store:
         except FileNotFoundError:
             names = []
         except OSError as exc:
-            raise store_error(self.generations_dir, "list", exc) from exc
+            raise fileio.os_error(self.generations_dir, "list", exc) from exc
         for name in names:
             path = self.generations_dir / name
             if not _GEN_TEMP_RE.match(name) and not fileio.is_temp_name(name):
@@ -424,7 +430,7 @@ class Store:
                 else:
                     path.unlink()
             except OSError as exc:
-                raise store_error(path, "remove", exc) from exc
+                raise fileio.os_error(path, "remove", exc) from exc
             removed.append(str(path.relative_to(self.state_dir)))
         if removed:
             logger.info("temporary files removed count=%s", len(removed))

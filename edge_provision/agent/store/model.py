@@ -10,7 +10,6 @@ imports this module.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import hmac
 import json
@@ -290,24 +289,11 @@ class Generation:
         try:
             return cert.read_text("utf-8"), key.read_text("utf-8")
         except OSError as exc:
-            raise store_error(self.path, "read the certificate", exc) from exc
+            raise fileio.os_error(self.path, "read the certificate", exc) from exc
         except UnicodeDecodeError:
             raise StoreError(
                 f"{self.path}: certificate of {thing_id} is not text; enroll again"
             ) from None
-
-
-def store_error(path: Path, action: str, exc: OSError) -> StoreError:
-    """An OSError as a StoreError naming the path and the likely fix."""
-    hints = {
-        errno.EACCES: "run as the service user or fix ownership of the state directory",
-        errno.EPERM: "run as the service user or fix ownership of the state directory",
-        errno.ENOSPC: "free some disk space",
-        errno.EDQUOT: "free some disk space or raise the quota",
-        errno.EROFS: "the filesystem is read-only; remount it read-write or pick --state-dir",
-    }
-    hint = hints.get(exc.errno or 0, "check the state directory (--state-dir) and the disk")
-    return StoreError(f"{path}: cannot {action}: {exc.strerror or exc}; {hint}")
 
 
 def read_file(path: Path) -> bytes:
@@ -317,7 +303,7 @@ def read_file(path: Path) -> bytes:
     except FileNotFoundError:
         raise
     except PermissionError as exc:
-        raise store_error(path, "read", exc) from exc
+        raise fileio.os_error(path, "read", exc) from exc
     except OSError as exc:
         raise ValueError(f"{path.name}: unreadable: {exc.strerror or exc}") from None
 
