@@ -58,6 +58,7 @@ __all__ = [
     "is_virtual",
     "list_interfaces",
     "load_identity",
+    "mismatch_error",
     "parse_mac",
     "pick_interface",
     "preview_identity",
@@ -400,6 +401,24 @@ def load_identity(state_dir: Path) -> Identity | None:
     source = f"stored {Path(state_dir) / IDENTITY_FILE}"
     return Identity(
         record.external_id, record.external_key, source, source, record.interface, record.mac
+    )
+
+
+def mismatch_error(identity: Identity, number: int, enrolled_as: str) -> IdentityError:
+    """The refusal to enroll ``identity`` over generation ``number`` made for another id.
+
+    Enrolling would provision a second set of things on the platform and leave the first
+    one orphaned there; the message says so and how to go either way.
+    """
+    new = identity.external_id
+    return IdentityError(
+        f"external_id {new!r} ({identity.external_id_source}) is not {enrolled_as!r}, the "
+        f"external_id the current generation {number} was enrolled with. Enrolling now would "
+        f"provision {new!r} as a second set of things on the platform and leave the things of "
+        f"{enrolled_as!r} orphaned there. To keep this gateway as it is: restore identity.json "
+        f"(external_id {enrolled_as!r}) or set EDGE_PROVISION_EXTERNAL_ID={enrolled_as}. To "
+        f"move it to {new!r} on purpose: run `edge-provision enroll --force`, then have an "
+        f"operator delete the bootstrap config and things of {enrolled_as!r}"
     )
 
 

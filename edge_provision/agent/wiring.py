@@ -47,8 +47,11 @@ logger = logging.getLogger(__name__)
 
 
 def build_store(settings: AgentSettings, *, clock: Callable[[], datetime] | None = None) -> Store:
-    """The credential store in ``settings.state_dir``."""
-    return Store(settings.state_dir, clock=clock)
+    """The credential store in ``settings.state_dir``; it records what each certificate it
+    stores says, so that reading it back needs no crypto library."""
+    from edge_provision.agent.certificates import describe
+
+    return Store(settings.state_dir, clock=clock, describe_certificate=describe)
 
 
 @contextlib.contextmanager
@@ -123,24 +126,36 @@ def build_verifier(settings: AgentSettings) -> Verifier | None:
                          timeout_s=settings.mqtt_timeout_s)  # fmt: skip
 
 
-LockWaitCallback = Callable[[str], None]
-"""Told who holds the state lock when a command starts waiting for it."""
+Notice = Callable[[str], None]
+"""Hears, as one line for a person, what a command does besides its work: waiting for the
+state lock (and who holds it), file modes put back."""
 
 
 @contextlib.contextmanager
 def _locked(settings: AgentSettings, store: Store, command: str,
-            on_lock_wait: LockWaitCallback | None) -> Iterator[None]:  # fmt: skip
+            notice: Notice | None) -> Iterator[None]:  # fmt: skip
     """The state lock for one ``command``: another run's lock is waited for (``lock_wait_s``).
 
     Contention is never an error: whoever holds the lock finishes its run; only after
     ``settings.lock_wait_s`` is it :class:`~edge_provision.errors.LockBusy` (temporary).
-    Once held, the leftovers of interrupted writes are removed first.
+    Once held, the leftovers of interrupted writes are removed and loosened file modes put
+    back (each said through ``notice``).
     """
     from edge_provision.agent.leftovers import remove_leftovers
+    from edge_provision.agent.permissions import tighten
+
+    say = notice or (lambda text: None)
+
+    def waiting(holder: str) -> None:
+        say(f"waiting for the state lock, held by {holder}; it is let go when that run ends "
+            "(Ctrl-C to give up)")
 
     with store.lock(wait_s=settings.lock_wait_s, holder=f"edge-provision {command}",
-                    on_wait=on_lock_wait):  # fmt: skip
+                    on_wait=waiting):  # fmt: skip
         remove_leftovers(settings, store)
+        for fixed in tighten(store):
+            say(f"restored the mode of {fixed.path} to {fixed.expected:04o} (it was "
+                f"{fixed.mode:04o}: readable by others)")
         yield
 
 
@@ -149,7 +164,7 @@ def run_enroll(
     *,
     force: bool = False,
     progress: Callable[[StepEvent], None] | None = None,
-    on_lock_wait: LockWaitCallback | None = None,
+    notice: Notice | None = None,
 ) -> EnrollResult:
     """Build everything from ``settings`` and run one enrollment."""
     from edge_provision.agent.enroll import enroll
@@ -157,7 +172,7 @@ def run_enroll(
     store = build_store(settings)
     verifier = build_verifier(settings)
     try:
-        with _locked(settings, store, "enroll", on_lock_wait), build_clients(settings) as clients:
+        with _locked(settings, store, "enroll", notice), build_clients(settings) as clients:
             return enroll(settings, store, clients, verifier=verifier, force=force,
                           progress=progress)  # fmt: skip
     finally:
@@ -165,26 +180,26 @@ def run_enroll(
 
 
 def run_renew(settings: AgentSettings, *, force: bool = False,
-              on_lock_wait: LockWaitCallback | None = None) -> RenewResult:  # fmt: skip
+              notice: Notice | None = None) -> RenewResult:  # fmt: skip
     """Build the store, clients and verifier from ``settings`` and run one renewal."""
     from edge_provision.agent.renew.renewal import renew
 
     store = build_store(settings)
     verifier = build_verifier(settings)
     try:
-        with _locked(settings, store, "renew", on_lock_wait), build_clients(settings) as clients:
+        with _locked(settings, store, "renew", notice), build_clients(settings) as clients:
             return renew(settings, store, clients, verifier=verifier, force=force)
     finally:
         write_metrics(settings, store)
 
 
 def run_reset(settings: AgentSettings, *,
-              on_lock_wait: LockWaitCallback | None = None) -> ResetResult:  # fmt: skip
+              notice: Notice | None = None) -> ResetResult:  # fmt: skip
     """Forget the current generation of ``settings.state_dir`` (see agent.reset)."""
     from edge_provision.agent.reset import reset
 
     store = build_store(settings)
-    with _locked(settings, store, "reset", on_lock_wait):
+    with _locked(settings, store, "reset", notice):
         return reset(store)
 
 

@@ -12,9 +12,9 @@ import click
 
 from edge_provision.errors import ConfigError, EdgeProvisionError
 from edge_provision.logs import register_secret, setup_logging
-from edge_provision.settings import AgentSettings, load_agent_settings
+from edge_provision.settings import AgentSettings, fields_of, load_agent_settings
 
-__all__ = ["CliContext", "emit_json", "error_doc", "json_option", "say_lock_wait"]
+__all__ = ["CliContext", "emit_json", "error_doc", "json_option", "say"]
 
 
 @dataclass
@@ -36,11 +36,23 @@ class CliContext:
         register_secret(settings.token)
         register_secret(settings.external_key)
         register_secret(settings.encrypt_key)
+        _warn_secret_flags(settings)
         level = settings.log_level
         if interactive and settings.source_of("log_level") == "default":
             level = "warning"
         setup_logging(level)
         return settings
+
+
+def _warn_secret_flags(settings: AgentSettings) -> None:
+    """A secret given as a flag (``--token``) works, but every local user sees it in ``ps``."""
+    for spec in fields_of(AgentSettings):
+        if spec.secret and spec.flag and settings.source_of(spec.name).startswith("flag "):
+            where = f"{spec.env[0]}_FILE" + (f" or {spec.keys[0]}_file in the config file"
+                                             if spec.keys else "")
+            click.echo(f"warning: {spec.flag} on the command line is visible to every user of "
+                       f"this machine (ps, /proc); put it in a file named by {where}, or in "
+                       f"{spec.env[0]}", err=True)
 
 
 def emit_json(doc: Mapping[str, object]) -> None:
@@ -65,10 +77,9 @@ def error_doc(exc: EdgeProvisionError) -> dict[str, object]:
     }
 
 
-def say_lock_wait(holder: str) -> None:
-    """The one line a command prints (stderr) when it starts waiting for the state lock."""
-    click.echo(f"waiting for the state lock, held by {holder}; it is let go when that run "
-               "ends (Ctrl-C to give up)", err=True)
+def say(text: str) -> None:
+    """A line for the person at the terminal beside the command's output (stderr)."""
+    click.echo(text, err=True)
 
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:

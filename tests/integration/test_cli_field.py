@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from _cli_util import (
+    EXT_ID,
     EXT_KEY,
     EXTREME_TIMES,
     TIMEOUT_S,
@@ -23,6 +24,8 @@ from _cli_util import (
     cli_env,
     lab_server,
     save_extreme_state,
+    secrets_of,
+    token,
 )
 from _daemon_util import LockHolder, Notify, read_line, stop_daemon
 from _full_disk import full_disk_available, run_on_full_disk
@@ -242,3 +245,108 @@ def test_a_run_that_changes_nothing_writes_nothing(tmp_path: Path,
     assert _files(state) == before
     assert {p: p.stat().st_mtime_ns for p in state.rglob("*")
             if not p.name.endswith(".lock")} == stamps
+
+
+def _without_identity_settings(tmp_path: Path, url: str) -> dict[str, str]:
+    """The agent's environment with no external_id/key setting: identity.json decides."""
+    env = cli_env(tmp_path, url)
+    del env["EDGE_PROVISION_EXTERNAL_ID"], env["EDGE_PROVISION_EXTERNAL_KEY"]
+    return env
+
+
+def _things_on_platform(tmp_path: Path, lab: RunningLabServer) -> int:
+    return len(secrets_of(tmp_path, lab)) - 2  # minus the external key and the token
+
+
+def test_an_edited_identity_is_shown_and_enroll_refuses_to_orphan_things(
+        tmp_path: Path, lab: RunningLabServer) -> None:  # fmt: skip
+    """identity.json edited to another id: status shows the mismatch, enroll refuses (exit 2)
+    saying what would happen; --force does just that (a second thing-set)."""
+    assert cli(tmp_path, "enroll", url=lab.url).returncode == 0
+    identity = tmp_path / "agent" / "identity.json"
+    identity.write_text(identity.read_text().replace(EXT_ID, "02:42:ac:11:00:43"))
+    env = _without_identity_settings(tmp_path, lab.url)
+    status = subprocess.run(cli_argv(tmp_path, "status"), env=env, capture_output=True,
+                            text=True, timeout=TIMEOUT_S, check=False)
+    assert status.returncode == 0, status.stderr
+    assert "PROBLEM      identity-mismatch: " in status.stdout and EXT_ID in status.stdout
+    refused = subprocess.run(cli_argv(tmp_path, "enroll", "--json"), env=env,
+                             capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    assert refused.returncode == 2, refused.stderr
+    message = json.loads(refused.stdout)["error"]["message"]
+    assert "second set of things" in message and "orphaned" in message
+    assert "--force" in message and f"EDGE_PROVISION_EXTERNAL_ID={EXT_ID}" in message
+    assert _things_on_platform(tmp_path, lab) == 1
+    forced = subprocess.run(cli_argv(tmp_path, "enroll", "--force", "--json"), env=env,
+                            capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["created_mapping"] is True
+    assert _things_on_platform(tmp_path, lab) == 2  # as the refusal said
+
+
+def test_status_works_with_a_corrupt_identity_file(tmp_path: Path,
+                                                   lab: RunningLabServer) -> None:
+    """identity.json garbled: status exits 0 (text and --json) and names the damage."""
+    assert cli(tmp_path, "enroll", url=lab.url).returncode == 0
+    (tmp_path / "agent" / "identity.json").write_text("{\"version\": 1, \"external_")
+    env = _without_identity_settings(tmp_path, lab.url)
+    text = subprocess.run(cli_argv(tmp_path, "status"), env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT_S, check=False)
+    assert text.returncode == 0, text.stderr
+    assert "PROBLEM      identity-unreadable: " in text.stdout and "identity.json" in text.stdout
+    doc = json.loads(subprocess.run(cli_argv(tmp_path, "status", "--json"), env=env,
+                                    capture_output=True, text=True, timeout=TIMEOUT_S).stdout)
+    assert doc["state"] == "provisioned" and doc["current_generation"] == 1
+    assert [d["kind"] for d in doc["damage"]] == ["identity-unreadable"]
+
+
+def test_the_only_generation_damaged_says_damaged_and_renew_repairs_it(
+        tmp_path: Path, lab: RunningLabServer) -> None:  # fmt: skip
+    """Its credentials file garbled: status says `damaged`, next enroll; renew enrolls again
+    and gets the same things back (no second thing-set)."""
+    first = json.loads(cli(tmp_path, "enroll", "--json", url=lab.url).stdout)
+    (tmp_path / "agent" / "generations" / "1" / "credentials.json").write_text("{}")
+    doc = json.loads(cli(tmp_path, "status", "--json").stdout)
+    assert (doc["state"], doc["current_generation"], doc["next_action"]) == (
+        "damaged", None, "enroll")
+    assert "credentials.json does not match its sha256" in doc["damage"][0]["message"]
+    renew = cli(tmp_path, "renew", "--json", url=lab.url)
+    assert renew.returncode == 0, renew.stdout + renew.stderr
+    assert json.loads(renew.stdout)["reprovisioned"] is True
+    after = json.loads(cli(tmp_path, "status", "--json").stdout)
+    assert (after["state"], after["current_generation"]) == ("provisioned", 2)
+    assert after["things"][0]["id"] == first["thing_id"] and after["damage"] == []
+    assert _things_on_platform(tmp_path, lab) == 1
+
+
+@pytest.mark.parametrize("command", ["enroll", "renew"])
+def test_a_loosened_key_file_is_reported_then_restored(tmp_path: Path, lab: RunningLabServer,
+                                                       command: str) -> None:
+    """A private key chmod 0644: status reports it; enroll/renew put 0600 back and say so."""
+    first = json.loads(cli(tmp_path, "enroll", "--json", url=lab.url).stdout)
+    key = tmp_path / "agent" / "generations" / "1" / f"{first['thing_id']}.key"
+    key.chmod(0o644)
+    status = json.loads(cli(tmp_path, "status", "--json").stdout)
+    assert [d["kind"] for d in status["damage"]] == ["file-mode"]
+    assert f"{key} is 0644, expected 0600" in status["damage"][0]["message"]
+    done = cli(tmp_path, command, "--json", url=lab.url)
+    assert done.returncode == 0, done.stderr
+    assert f"restored the mode of {key} to 0600 (it was 0644" in done.stderr
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert json.loads(cli(tmp_path, "status", "--json").stdout)["damage"] == []
+
+
+def test_a_token_on_the_command_line_works_with_a_warning(tmp_path: Path,
+                                                          lab: RunningLabServer) -> None:
+    """--token is kept, but it says that ps shows it and where to put it instead."""
+    env = cli_env(tmp_path)
+    done = subprocess.run(cli_argv(tmp_path, "enroll", "--provision-url", lab.url, "--token",
+                                   token(tmp_path)), env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr
+    (warning,) = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith("warning: --token on the command line is visible to every user")
+    assert "EDGE_PROVISION_TOKEN_FILE" in warning and "server.token_file" in warning
+    assert token(tmp_path) not in done.stdout + done.stderr
+    quiet = cli(tmp_path, "status", url=lab.url)  # the token from the environment: no warning
+    assert "warning" not in quiet.stderr

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _cli_util import EXTREME_TIMES, lab_server, save_extreme_state, token
+from _cli_util import EXTREME_TIMES, lab_server, save_extreme_state, secrets_of, token
 from _daemon_util import LockHolder, Notify, Procs, cli, daemon_env, stop_daemon
 
 from edge_provision.agent.store import Phase
@@ -109,3 +109,21 @@ def test_the_daemon_starts_with_any_time_in_state_json(procs: Procs, notify: Not
     notify.status("retry 1 in")  # the enroll child ran and failed as it should, and was seen
     assert stop_daemon(daemon, notify, 5)[0] == 0
     assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+
+
+def test_a_damaged_generation_is_enrolled_again_at_once(
+        procs: Procs, notify: Notify, tmp_path: Path, lab: RunningLabServer) -> None:  # fmt: skip
+    """The only generation garbled while the daemon was down: it does not sleep until the
+    next renewal but enrolls again at start, getting the same thing back."""
+    url, token_ = lab.url, token(tmp_path)
+    daemon = _start(procs, notify, tmp_path, url, token_)
+    notify.status("provisioned: generation 1, next renewal")
+    assert stop_daemon(daemon, notify, 5)[0] == 0
+    (tmp_path / "state" / "generations" / "1" / "things.json").write_text("[]")
+    daemon = _start(procs, notify, tmp_path, url, token_)
+    notify.expect(lambda m: m.startswith("READY=1\nSTATUS=enrolling"))
+    notify.status("provisioned: generation 2, next renewal")
+    assert stop_daemon(daemon, notify, 5)[0] == 0
+    assert "current generation damaged number=1; enroll runs next" in (
+        tmp_path / "daemon.log").read_text()
+    assert len(secrets_of(tmp_path, lab)) == 3  # external key, token, ONE thing key

@@ -81,3 +81,15 @@ def test_registered_secrets_are_masked_in_messages_and_tracebacks() -> None:
     text = out.getvalue()
     assert "thing-key-5f0c1d2e-never-logged" not in text
     assert text.count("<redacted>") >= 2 and "Traceback" in text
+
+
+def test_a_loaded_thing_key_is_masked_from_then_on(tmp_path: Path) -> None:
+    """Thing keys (MQTT passwords) are registered wherever they are loaded: as StoredThing."""
+    from edge_provision.agent.store import StoredThing
+
+    key = "4a7c2e90-1b3d-4f5e-8a6b-0c9d8e7f6a51"
+    StoredThing("thing-1", "gateway", key)
+    out = io.StringIO()
+    setup_logging("info", stream=out)
+    logging.getLogger("edge_provision.test").warning("mqtt refused user=thing-1 password=%s", key)
+    assert key not in out.getvalue() and "password=<redacted>" in out.getvalue()

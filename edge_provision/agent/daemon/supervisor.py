@@ -338,9 +338,22 @@ class Daemon:
             self._deadline = self.clock.monotonic() + max(0.0, delay)
 
     def _snapshot(self) -> Snapshot:
-        """``state.json`` as the children left it; unreadable counts as empty (enroll)."""
+        """``state.json`` as the children left it; unreadable counts as empty (enroll).
+
+        The generation the ``current`` link names is verified (its files against their
+        checksums): a damaged one, or an older one standing in for it, is no credential set
+        to renew, so the snapshot then calls for ``enroll`` (which fetches the same
+        credentials again) at once instead of at the next renewal (where ``renew`` would).
+        """
+        store = Store(self.settings.state_dir)
         try:
-            snap = Snapshot.from_state(Store(self.settings.state_dir).load_state())
+            snap = Snapshot.from_state(store.load_state())
+            if snap.current_generation is not None and store.linked_generation() is not None:
+                current = store.current_generation()
+                if current is None or current.is_fallback:
+                    logger.warning("current generation damaged number=%s; enroll runs next",
+                                   snap.current_generation)
+                    snap = Snapshot(None, "enroll", None)
         except EdgeProvisionError as exc:  # the child will report it properly
             logger.warning("state unreadable state_dir=%s error=%s", self.settings.state_dir, exc)
             snap = Snapshot()

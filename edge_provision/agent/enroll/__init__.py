@@ -36,7 +36,7 @@ from edge_provision.agent.enroll.steps import (
     handoff_pending,
 )
 from edge_provision.agent.handoff import HandoffReport
-from edge_provision.agent.identity import InterfaceInfo
+from edge_provision.agent.identity import InterfaceInfo, mismatch_error
 from edge_provision.agent.status import CredentialSummary, summarize
 from edge_provision.agent.store import Generation, Phase, Store
 from edge_provision.clock import iso, utc_now
@@ -120,6 +120,8 @@ def enroll(
             runner.hold()  # the no-op below must write nothing
             runner.perform(e, IDENTITY)
             current = store.current_generation()
+            if current is not None and not force and current.external_id != e.identity.external_id:
+                raise mismatch_error(e.identity, current.number, current.external_id)
             if (current is not None and not force and not current.is_fallback
                     and current.external_id == e.identity.external_id):
                 runner.drop()

@@ -55,7 +55,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -72,6 +72,7 @@ from edge_provision.agent.store.model import (
     State,
     StoredChannel,
     StoredThing,
+    certificate_facts,
     generation_number,
     json_records,
     link_number,
@@ -83,7 +84,7 @@ from edge_provision.agent.store.model import (
     str_field,
     unseal,
 )
-from edge_provision.errors import StoreError
+from edge_provision.errors import EdgeProvisionError, StoreError
 
 __all__ = [
     "JOURNAL_LIMIT",
@@ -109,8 +110,11 @@ _OWN_FILES = ("state.json", "state.json.prev", "current")  # written with a stag
 class Store:
     """The credential store in ``state_dir``; see the module docstring."""
 
-    def __init__(self, state_dir: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, state_dir: Path, *, clock: Callable[[], datetime] | None = None,
+                 describe_certificate: Callable[[bytes], Mapping[str, str]] | None = None
+                 ) -> None:  # fmt: skip
         self.state_dir = Path(state_dir)
+        self._describe = describe_certificate
         self.state_path = self.state_dir / "state.json"
         self.prev_path = self.state_dir / "state.json.prev"
         self.generations_dir = self.state_dir / "generations"
@@ -272,6 +276,7 @@ class Store:
                 "generation": number,
                 "created": self._now(),
                 "files": manifest,
+                "certificates": self._certificate_facts(files),
             }
             _write_new(tmp / "manifest.json", seal(doc), fileio.SECRET_MODE)
             fileio.fsync_dir(tmp)
@@ -288,6 +293,21 @@ class Store:
             len(data.certificates),
         )
         return number
+
+    def _certificate_facts(self, files: Mapping[str, tuple[bytes, int]]
+                           ) -> dict[str, Mapping[str, str]]:  # fmt: skip
+        """What each ``.crt`` says (subject, serial, validity), recorded for readers that must
+        not load a crypto library (``status``); left out when no describer was given."""
+        if self._describe is None:
+            return {}
+        facts: dict[str, Mapping[str, str]] = {}
+        for name, (content, _) in files.items():
+            if name.endswith(".crt"):
+                try:
+                    facts[name] = dict(self._describe(content))
+                except EdgeProvisionError as exc:  # unreadable: readers parse it themselves
+                    logger.warning("certificate not described file=%s error=%s", name, exc)
+        return facts
 
     def verify_generation(self, number: int) -> tuple[str, ...]:
         """What is wrong with generation ``number`` (empty when it is complete and intact)."""
@@ -436,6 +456,30 @@ class Store:
             logger.info("temporary files removed count=%s", len(removed))
         return tuple(removed)
 
+    def linked_generation(self) -> int | None:
+        """The number the ``current`` link names (None: no link), whether valid or not."""
+        return self._linked_number()
+
+    def expected_modes(self) -> Iterator[tuple[Path, int]]:
+        """(path, the mode it must not be looser than) for every file and directory of the
+        store that exists: the state directory, state files, the lock, each generation and
+        each file its manifest lists (keys 0600, certificates 0644)."""
+        own = [(self.state_dir, fileio.DIR_MODE), (self.generations_dir, fileio.DIR_MODE),
+               (self.state_path, fileio.SECRET_MODE), (self.prev_path, fileio.SECRET_MODE),
+               (self.lock_path, fileio.SECRET_MODE)]  # fmt: skip
+        for number in self.list_generations():
+            path = self.generations_dir / str(number)
+            own += [(path, fileio.DIR_MODE), (path / "manifest.json", fileio.SECRET_MODE)]
+            with contextlib.suppress(FileNotFoundError, ValueError, StoreError):
+                listed = unseal(read_file(path / "manifest.json")).get("files")
+                for name, meta in (listed.items() if isinstance(listed, dict) else ()):
+                    mode = meta.get("mode") if isinstance(meta, dict) else None
+                    if isinstance(mode, str) and "/" not in name and not name.startswith("."):
+                        own.append((path / name, int(mode, 8) & 0o777))
+        for path, mode in own:
+            if path.exists() and not path.is_symlink():
+                yield path, mode
+
     def _linked_number(self) -> int | None:
         try:
             return link_number(os.readlink(self.current_link))
@@ -498,6 +542,7 @@ class Store:
             str_field(boot, "created"),
             certs,
             "ca.crt" in blobs,
+            cert_facts=certificate_facts(manifest, blobs),
         )
 
 

@@ -23,6 +23,7 @@ from typing import Optional
 from edge_provision import fileio
 from edge_provision.clock import iso, utc_now
 from edge_provision.errors import StoreError
+from edge_provision.logs import register_secret
 
 __all__ = [
     "JOURNAL_LIMIT",
@@ -52,6 +53,7 @@ class Phase(str, Enum):
     PROVISIONED = "provisioned"
     RENEWING = "renewing"
     FAILED_PERMANENT = "failed-permanent"
+    DAMAGED = "damaged"  # status only, never stored: the only generation is damaged
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,12 @@ class StoredThing:
     key: str
     metadata: Mapping[str, object] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Wherever a thing key is loaded (store, mapping, bootstrap config) it becomes a
+        # StoredThing: from then on the log redaction filter masks it (it is also the
+        # thing's MQTT password, and upstream Certs puts it in certificate CNs).
+        register_secret(self.key)
+
     def __repr__(self) -> str:  # the key must never reach a log line
         return f"StoredThing(id={self.id!r}, name={self.name!r}, key=<redacted>)"
 
@@ -251,6 +259,9 @@ class Generation:
     has_ca: bool
     fallback_from: Optional[int] = None
     fallback_reason: Optional[str] = None
+    cert_facts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """What each certificate file says (``{"<id>.crt": {"subject", "issuer", "serial",
+    "not_before", "not_after"}}``), recorded when it was written; empty for older ones."""
 
     def __repr__(self) -> str:
         return (
@@ -432,6 +443,23 @@ def object_field(doc: Mapping[str, object], key: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise ValueError(f"{key}: expected an object")
     return value
+
+
+_FACT_KEYS = ("subject", "issuer", "serial", "not_before", "not_after")
+
+
+def certificate_facts(manifest: Mapping[str, object],
+                      blobs: Mapping[str, bytes]) -> dict[str, Mapping[str, str]]:  # fmt: skip
+    """The recorded facts of the manifest's certificates that are there and well formed."""
+    recorded = manifest.get("certificates")
+    if not isinstance(recorded, dict):
+        return {}
+    facts: dict[str, Mapping[str, str]] = {}
+    for name, entry in recorded.items():
+        if (name in blobs and isinstance(entry, dict)
+                and all(isinstance(entry.get(k), str) for k in _FACT_KEYS)):  # fmt: skip
+            facts[name] = {k: entry[k] for k in _FACT_KEYS}
+    return facts
 
 
 def generation_number(name: str) -> int | None:
