@@ -1,10 +1,13 @@
-"""Platform client test fixtures (a FakeServer and an HttpClient); a module's own ones win."""
+"""Shared fixtures: a FakeServer and an HttpClient for the platform clients, started
+processes and an sd_notify socket for the daemon tests; a module's own ones win."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from _daemon_util import Notify, Procs
 
 from edge_provision.http import HttpClient
 from edge_provision.testing import FakeServer
@@ -22,3 +25,17 @@ def http(server: FakeServer) -> Iterator[HttpClient]:
     """An HttpClient with short timeouts."""
     with HttpClient(server.url, connect_timeout_s=1.0, read_timeout_s=1.0) as c:
         yield c
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    """Start processes; they are killed after the test."""
+    with Procs(tmp_path) as p:
+        yield p
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[Notify]:
+    """The test's NOTIFY_SOCKET."""
+    with Notify(tmp_path / "notify.sock") as n:
+        yield n

@@ -22,20 +22,6 @@ from edge_provision.testing import free_port
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    """Start processes; they are killed after the test."""
-    with Procs(tmp_path) as p:
-        yield p
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[Notify]:
-    """The test's NOTIFY_SOCKET."""
-    with Notify(tmp_path / "notify.sock") as n:
-        yield n
-
-
-@pytest.fixture
 def lab(tmp_path: Path) -> Iterator[RunningLabServer]:
     """A lab server (in a thread) for the daemon's children."""
     with lab_server(tmp_path) as server:

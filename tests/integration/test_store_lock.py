@@ -85,6 +85,20 @@ def children() -> Iterator[list[subprocess.Popen[str]]]:
         proc.communicate(timeout=WAIT_S)
 
 
+def held_by_a_child(tmp_path: Path, children: list[subprocess.Popen[str]]
+                    ) -> tuple[Store, subprocess.Popen[str]]:  # fmt: skip
+    """A store in tmp_path whose lock a child holds (label ``edge-provision hold``)."""
+    store = Store(tmp_path / "state")
+    with store.lock():  # creates the state dir and the lock file
+        pass
+    holder = run_child(store.state_dir, "hold")
+    children.append(holder)
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "waiting\n"
+    assert holder.stdout.readline() == "acquired first\n"
+    return store, holder
+
+
 def test_second_process_cannot_take_a_held_lock(tmp_path: Path) -> None:
     """lock(blocking=False) in another process raises LockBusy (naming us) while we hold it."""
     store = Store(tmp_path / "state")
@@ -104,14 +118,8 @@ def test_a_lock_held_by_a_child_excludes_us_and_a_waiter(
         tmp_path: Path, children: list[subprocess.Popen[str]]) -> None:  # fmt: skip
     """The child holds the lock (seen in /proc/locks); we cannot take it; a blocking waiter
     is queued in the kernel and gets the lock only after the holder released it."""
-    store = Store(tmp_path / "state")
-    with store.lock():  # creates the state dir and the lock file
-        pass
-    holder = run_child(store.state_dir, "hold")
-    children.append(holder)
-    assert holder.stdout is not None and holder.stdin is not None
-    assert holder.stdout.readline() == "waiting\n"
-    assert holder.stdout.readline() == "acquired first\n"
+    store, holder = held_by_a_child(tmp_path, children)
+    assert holder.stdin is not None
     assert flocks(store.lock_path) == [(False, holder.pid)]  # the child holds it
     with pytest.raises(LockBusy, match="held by pid") as busy, store.lock(blocking=False):
         pass
@@ -134,14 +142,8 @@ def test_a_waiter_hears_who_holds_the_lock_then_gets_it(
         tmp_path: Path, children: list[subprocess.Popen[str]]) -> None:  # fmt: skip
     """wait_s: the waiter is told once who holds the lock (from the lock file), and takes it
     as soon as the holder lets go; the lock file is empty again after a release."""
-    store = Store(tmp_path / "state")
-    with store.lock():
-        pass
-    holder = run_child(store.state_dir, "hold")
-    children.append(holder)
-    assert holder.stdout is not None and holder.stdin is not None
-    assert holder.stdout.readline() == "waiting\n"
-    assert holder.stdout.readline() == "acquired first\n"
+    store, holder = held_by_a_child(tmp_path, children)
+    assert holder.stdin is not None
     heard: list[str] = []
 
     def on_wait(who: str) -> None:
@@ -160,14 +162,7 @@ def test_a_waiter_hears_who_holds_the_lock_then_gets_it(
 def test_a_bounded_wait_ends_in_lock_busy(
         tmp_path: Path, children: list[subprocess.Popen[str]]) -> None:  # fmt: skip
     """A lock held longer than wait_s: LockBusy (temporary, exit 75) naming the holder."""
-    store = Store(tmp_path / "state")
-    with store.lock():
-        pass
-    holder = run_child(store.state_dir, "hold")
-    children.append(holder)
-    assert holder.stdout is not None
-    assert holder.stdout.readline() == "waiting\n"
-    assert holder.stdout.readline() == "acquired first\n"
+    store, holder = held_by_a_child(tmp_path, children)
     with pytest.raises(LockBusy) as busy, store.lock(wait_s=0.3):
         pass
     assert busy.value.retryable and busy.value.holder is not None
