@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Optional
 
-from edge_provision.agent.renew.policy import NextAction, RenewalPolicy, next_action
 from edge_provision.clock import iso, parse_iso
 from edge_provision.errors import CertificateError
 
 if TYPE_CHECKING:
+    from edge_provision.agent.renew.policy import NextAction
     from edge_provision.agent.store import Generation
 
 __all__ = ["CertFacts", "CertificateRead", "certificate_infos", "describe", "read_ca",
@@ -129,6 +129,8 @@ def certificate_infos(generation: Generation) -> dict[str, CertFacts]:
 def schedule_for(generation: Generation, renew_before_s: float | None,
                  now: datetime) -> NextAction:  # fmt: skip
     """What the gateway does next with the certificates of ``generation``."""
+    from edge_provision.agent.renew.policy import RenewalPolicy, next_action
+
     infos = certificate_infos(generation).values()
     return next_action(((i.serial, i.not_before, i.not_after) for i in infos),
                        RenewalPolicy(renew_before_s=renew_before_s), now)  # fmt: skip

@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import re
-import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -240,6 +239,8 @@ def list_interfaces(*, sys_class_net: Path = _SYS_CLASS_NET) -> list[InterfaceIn
             f"cannot list network interfaces: {exc.strerror or exc}; {_FIX_HINT}"
         ) from exc
     try:
+        import socket  # here: only listing interfaces needs it (status never does)
+
         kernel_index = {name: index for index, name in socket.if_nameindex()}
     except OSError:
         kernel_index = {}

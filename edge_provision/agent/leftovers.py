@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 
 from edge_provision import fileio
-from edge_provision.agent.identity import IDENTITY_FILE
 from edge_provision.agent.store import Store
 from edge_provision.errors import StoreError
 from edge_provision.settings import AgentSettings
@@ -33,7 +32,8 @@ def remove_leftovers(settings: AgentSettings, store: Store) -> tuple[str, ...]:
     must not stop the run (the state directory's own leftovers do raise StoreError).
     """
     removed = [str(store.state_dir / name) for name in store.cleanup_temp()]
-    removed += [str(p) for p in fileio.remove_temp_files(store.state_dir, of=IDENTITY_FILE)]
+    # the state directory is ours alone: any staging file in it is a leftover of ours
+    removed += [str(p) for p in fileio.remove_temp_files(store.state_dir)]
     targets = (settings.agent_config, settings.agent_env, settings.export_config,
                settings.metrics_textfile)  # fmt: skip
     for target in targets:

@@ -29,7 +29,6 @@ from edge_provision.agent.permissions import find_loose
 from edge_provision.agent.store import ErrorInfo, Generation, JournalEntry, Phase, Store
 from edge_provision.clock import iso, parse_iso, utc_now
 from edge_provision.errors import CertificateError, IdentityError
-from edge_provision.metrics import agent_metrics, render
 from edge_provision.settings import AgentSettings, describe
 
 __all__ = [
@@ -344,6 +343,8 @@ def metrics_text(status: GatewayStatus) -> str:
     last = status.last_renewal_at
     failures = {k.split(":", 1)[1]: v for k, v in status.counters.items()
                 if k.startswith("failures:")}  # fmt: skip
+    from edge_provision.metrics import agent_metrics, render
+
     return render(agent_metrics(
         cert_expiry=status.credentials.expiry,
         last_renewal_ts=last.timestamp() if last is not None else None,

@@ -17,19 +17,27 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from edge_provision.agent.store import Store
 from edge_provision.errors import ConfigError, EdgeProvisionError
 from edge_provision.settings import AgentSettings
 
 if TYPE_CHECKING:
-    from edge_provision.agent.enroll import EnrollClients, EnrollResult, StepEvent, Verifier
+    from edge_provision.agent.enroll import (
+        EnrollClients,
+        EnrollResult,
+        StepEvent,
+        Verified,
+        Verifier,
+    )
+    from edge_provision.agent.enroll.ports import BootstrapPort, CertsPort, ProvisionPort
     from edge_provision.agent.mqtt import MqttTarget
     from edge_provision.agent.renew.renewal import RenewResult
     from edge_provision.agent.reset import ResetResult
     from edge_provision.agent.status import GatewayStatus
     from edge_provision.agent.store import Generation
+    from edge_provision.http import HttpClient
 
 __all__ = [
     "build_clients",
@@ -54,17 +62,28 @@ def build_store(settings: AgentSettings, *, clock: Callable[[], datetime] | None
     return Store(settings.state_dir, clock=clock, describe_certificate=describe)
 
 
+class _OnFirstUse:
+    """A platform client made when it is first used, so that a run that needs no platform
+    (the no-op ``enroll``, a ``renew`` with nothing due) loads no HTTP or crypto library."""
+
+    def __init__(self, make: Callable[[], object]) -> None:
+        self._make = make
+        self._client: object | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._make()
+        return getattr(self._client, name)
+
+
 @contextlib.contextmanager
 def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
-    """The platform clients for ``settings``; their HTTP sessions close on exit.
+    """The platform clients for ``settings``, each made on first use; sessions close on exit.
 
     The bootstrap and certificate URLs default to the provision URL. Raises
     :class:`ConfigError` when no provision URL is configured.
     """
-    from edge_provision.agent.enroll import EnrollClients
-    from edge_provision.crypto import bootstrap_cipher
-    from edge_provision.http import AuthScheme, HttpClient
-    from edge_provision.platform import BootstrapClient, CertsClient, ProvisionClient
+    from edge_provision.agent.enroll.ports import EnrollClients
 
     if not settings.provision_url:
         raise ConfigError(
@@ -74,12 +93,11 @@ def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
     provision_url = settings.provision_url.rstrip("/")
     bootstrap_url = (settings.bootstrap_url or provision_url).rstrip("/")
     certs_url = (settings.certs_url or provision_url).rstrip("/")
-    scheme = AuthScheme(settings.auth_scheme)
-    encrypt_key = bootstrap_cipher.parse_encrypt_key(settings.encrypt_key) if (
-        settings.secure_bootstrap) else None
     sessions: dict[str, HttpClient] = {}
 
     def http(url: str) -> HttpClient:
+        from edge_provision.http import HttpClient
+
         if url not in sessions:
             sessions[url] = HttpClient(
                 url, connect_timeout_s=settings.connect_timeout_s,
@@ -89,13 +107,34 @@ def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
             )  # fmt: skip
         return sessions[url]
 
+    def provision() -> ProvisionPort:
+        from edge_provision.http import AuthScheme
+        from edge_provision.platform import ProvisionClient
+
+        return ProvisionClient(http(provision_url), token=settings.token,
+                               auth_scheme=AuthScheme(settings.auth_scheme))  # fmt: skip
+
+    def bootstrap() -> BootstrapPort:
+        from edge_provision.crypto import bootstrap_cipher
+        from edge_provision.http import AuthScheme
+        from edge_provision.platform import BootstrapClient
+
+        encrypt_key = bootstrap_cipher.parse_encrypt_key(settings.encrypt_key) if (
+            settings.secure_bootstrap) else None
+        return BootstrapClient(http(bootstrap_url), auth_scheme=AuthScheme(settings.auth_scheme),
+                               encrypt_key=encrypt_key)  # fmt: skip
+
+    def certs() -> CertsPort:
+        from edge_provision.http import AuthScheme
+        from edge_provision.platform import CertsClient
+
+        return CertsClient(http(certs_url), auth_scheme=AuthScheme(settings.auth_scheme))
+
     try:
         yield EnrollClients(
-            provision=ProvisionClient(http(provision_url), token=settings.token,
-                                      auth_scheme=scheme),
-            bootstrap=BootstrapClient(http(bootstrap_url), auth_scheme=scheme,
-                                      encrypt_key=encrypt_key),
-            certs=CertsClient(http(certs_url), auth_scheme=scheme),
+            provision=cast("ProvisionPort", _OnFirstUse(provision)),
+            bootstrap=cast("BootstrapPort", _OnFirstUse(bootstrap)),
+            certs=cast("CertsPort", _OnFirstUse(certs)),
             provision_url=provision_url, bootstrap_url=bootstrap_url, certs_url=certs_url,
         )  # fmt: skip
     finally:
@@ -116,14 +155,23 @@ def mqtt_target(settings: AgentSettings, generation: Generation) -> MqttTarget |
 
 
 def build_verifier(settings: AgentSettings) -> Verifier | None:
-    """The MQTT credential check of ``mqtt.verify`` (None when it is ``never``)."""
+    """The MQTT credential check of ``mqtt.verify`` (None when it is ``never``).
+
+    paho and ssl load at the first check, not before: a run that checks nothing never
+    loads them.
+    """
     if settings.mqtt_verify == "never":
         return None
-    from edge_provision.agent.mqtt import make_verifier
 
-    return make_verifier(lambda generation: mqtt_target(settings, generation),
-                         required=settings.mqtt_verify == "always",
-                         timeout_s=settings.mqtt_timeout_s)  # fmt: skip
+    def verify(generation: Generation) -> Verified | None:
+        from edge_provision.agent.mqtt import make_verifier
+
+        check = make_verifier(lambda gen: mqtt_target(settings, gen),
+                              required=settings.mqtt_verify == "always",
+                              timeout_s=settings.mqtt_timeout_s)  # fmt: skip
+        return check(generation)
+
+    return verify
 
 
 Notice = Callable[[str], None]

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edge_provision.agent.daemon.schedule import ChildResult
 
-__all__ = ["CHILD_ENV_DROP", "CHILD_ENV_SET", "Child", "Clock", "SystemClock", "capture_fd",
-           "command_prefix", "error_of"]
+if TYPE_CHECKING:
+    import random
+    import subprocess
+
+__all__ = ["CHILD_ENV_DROP", "CHILD_ENV_SET", "Child", "Clock", "JitterSource", "SystemClock",
+           "capture_fd", "command_prefix", "error_of"]
 
 CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 CHILD_ENV_SET = {"EDGE_PROVISION_LOCK_WAIT": "0"}
@@ -49,6 +52,22 @@ class SystemClock:
     def now(self) -> datetime:
         """:func:`datetime.now` in UTC."""
         return datetime.now(timezone.utc)
+
+
+class JitterSource:
+    """``random.Random`` for the backoff's jitter (not secrets), made at its first use: a
+    daemon that never failed never loads the ``random`` module."""
+
+    def __init__(self) -> None:
+        self._rng: random.Random | None = None
+
+    def uniform(self, a: float, b: float) -> float:
+        """A number N with ``a <= N <= b``."""
+        if self._rng is None:
+            import random
+
+            self._rng = random.Random()
+        return self._rng.uniform(a, b)
 
 
 def command_prefix(

@@ -36,10 +36,8 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import select
 import signal
-import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -52,6 +50,7 @@ from edge_provision.agent.daemon.children import (
     CHILD_ENV_SET,
     Child,
     Clock,
+    JitterSource,
     SystemClock,
     capture_fd,
     command_prefix,
@@ -176,7 +175,7 @@ class Daemon:
         self._child_env = {k: v for k, v in env.items() if k not in CHILD_ENV_DROP}
         self._child_env.update(CHILD_ENV_SET)
         self.clock: Clock = clock or SystemClock()
-        self.rng: UniformSource = rng or random.Random()  # jitter, not secrets
+        self.rng: UniformSource = rng or JitterSource()
         self.child_timeout_s = child_timeout_s
         self.stop_grace_s = stop_grace_s
         self.machine = Machine()
@@ -363,6 +362,8 @@ class Daemon:
     # -- children ---------------------------------------------------------------------------
 
     def _spawn(self, command: str, args: Sequence[str] = ()) -> None:
+        import subprocess  # only now: an idle daemon that has run no child never loads it
+
         argv = [*self._prefix, command, *args, "--json"]
         stdout_fd = capture_fd()
         try:

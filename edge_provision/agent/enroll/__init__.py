@@ -23,7 +23,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from edge_provision.agent.certificates import schedule_for
 from edge_provision.agent.enroll.ports import EnrollClients, Verified, Verifier
@@ -35,12 +35,14 @@ from edge_provision.agent.enroll.steps import (
     Enrollment,
     handoff_pending,
 )
-from edge_provision.agent.handoff import HandoffReport
 from edge_provision.agent.identity import InterfaceInfo, mismatch_error
 from edge_provision.agent.status import CredentialSummary, summarize
 from edge_provision.agent.store import Generation, Phase, Store
 from edge_provision.clock import iso, utc_now
 from edge_provision.settings import AgentSettings
+
+if TYPE_CHECKING:
+    from edge_provision.agent.handoff import HandoffReport
 
 __all__ = [
     "EnrollClients",

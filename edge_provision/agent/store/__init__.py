@@ -48,12 +48,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
-import hmac
 import logging
 import os
 import re
-import shutil
 import threading
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
@@ -81,6 +78,7 @@ from edge_provision.agent.store.model import (
     read_file,
     render_generation,
     seal,
+    sha256_hex,
     str_field,
     unseal,
 )
@@ -261,14 +259,14 @@ class Store:
         final = self.generations_dir / str(number)
         try:
             if tmp.exists():
-                shutil.rmtree(tmp)
+                _rmtree(tmp)
             os.mkdir(tmp, fileio.DIR_MODE)
             os.chmod(tmp, fileio.DIR_MODE)
             manifest: dict[str, object] = {}
             for name, (content, mode) in files.items():
                 _write_new(tmp / name, content, mode)
                 manifest[name] = {
-                    "sha256": hashlib.sha256(content).hexdigest(),
+                    "sha256": sha256_hex(content),
                     "mode": f"{mode:04o}",
                 }
             doc = {
@@ -283,7 +281,7 @@ class Store:
             os.rename(tmp, final)
             fileio.fsync_dir(self.generations_dir)
         except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not keep the half of it
+            _rmtree(tmp, ignore_errors=True)  # a full disk must not keep the half of it
             raise fileio.os_error(final, "write the generation", exc) from exc
         logger.info(
             "generation written number=%s source=%s things=%s certificates=%s",
@@ -386,10 +384,10 @@ class Store:
             trash = self.generations_dir / f".trash-{n}"
             try:
                 if trash.exists():  # litter of an interrupted prune
-                    shutil.rmtree(trash)
+                    _rmtree(trash)
                 os.rename(self.generations_dir / str(n), trash)
                 fileio.fsync_dir(self.generations_dir)
-                shutil.rmtree(trash)
+                _rmtree(trash)
             except OSError as exc:
                 raise fileio.os_error(
                     self.generations_dir / str(n), "delete the generation", exc
@@ -446,7 +444,7 @@ class Store:
                 continue
             try:
                 if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
+                    _rmtree(path)
                 else:
                     path.unlink()
             except OSError as exc:
@@ -504,9 +502,7 @@ class Store:
                 blobs[name] = read_file(path / name)
             except FileNotFoundError:
                 raise ValueError(f"{name} missing") from None
-            if not hmac.compare_digest(
-                hashlib.sha256(blobs[name]).hexdigest(), str(meta.get("sha256"))
-            ):
+            if sha256_hex(blobs[name]) != str(meta.get("sha256")):
                 raise ValueError(f"{name} does not match its sha256 in manifest.json")
         missing = [n for n in _REQUIRED_FILES if n not in blobs]
         if missing:
@@ -547,6 +543,13 @@ class Store:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _rmtree(path: Path, ignore_errors: bool = False) -> None:
+    """:func:`shutil.rmtree`, imported on first use: the lean daemon never removes a tree."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
 
 
 def _write_new(path: Path, content: bytes, mode: int) -> None:

@@ -10,15 +10,15 @@ imports this module.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
+import importlib
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from edge_provision import fileio
 from edge_provision.clock import iso, utc_now
@@ -319,6 +319,34 @@ def read_file(path: Path) -> bytes:
         raise ValueError(f"{path.name}: unreadable: {exc.strerror or exc}") from None
 
 
+def _sha256_constructor() -> Callable[[bytes], Any]:
+    """CPython's own SHA-256 (``_sha2``, ``_sha256`` before 3.12), else hashlib's.
+
+    ``hashlib`` maps OpenSSL's libcrypto (about 3.5 MB of RSS) into the process; the lean
+    daemon verifies checksums too, and needs nothing of OpenSSL for it. These are
+    integrity checksums of our own files, not MACs: no secret takes part, so comparing
+    them takes no constant-time compare either.
+    """
+    for name in ("_sha2",) if sys.version_info >= (3, 12) else ("_sha256",):
+        try:
+            constructor = getattr(importlib.import_module(name), "sha256", None)
+        except ImportError:
+            continue
+        if callable(constructor):
+            return constructor  # type: ignore[no-any-return]
+    import hashlib
+
+    return hashlib.sha256
+
+
+_SHA256 = _sha256_constructor()
+
+
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` in lower-case hex (see :func:`_sha256_constructor`)."""
+    return str(_SHA256(data).hexdigest())
+
+
 def _canonical(doc: Mapping[str, object]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8"
@@ -327,7 +355,7 @@ def _canonical(doc: Mapping[str, object]) -> bytes:
 
 def seal(body: Mapping[str, object]) -> bytes:
     """Pretty JSON of ``body`` plus ``"sha256"`` of its canonical form."""
-    doc = dict(body, sha256=hashlib.sha256(_canonical(body)).hexdigest())
+    doc = dict(body, sha256=sha256_hex(_canonical(body)))
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -342,7 +370,7 @@ def unseal(raw: bytes) -> dict[str, object]:
     digest = doc.pop("sha256", None)
     if not isinstance(digest, str):
         raise ValueError("no sha256 checksum")
-    if not hmac.compare_digest(digest, hashlib.sha256(_canonical(doc)).hexdigest()):
+    if digest != sha256_hex(_canonical(doc)):
         raise ValueError("sha256 checksum mismatch")
     return doc
 
