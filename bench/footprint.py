@@ -53,12 +53,16 @@ def _install(tree: Path, venv: Path) -> Path:
     return python
 
 
-def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall s, cpu s) of one run of ``argv``, which must succeed."""
+def _timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """(wall s, cpu s) of one run of ``argv`` in ``cwd``, which must succeed.
+
+    ``cwd`` must not hold an ``edge_provision`` package: ``python -m`` puts the working
+    directory first on ``sys.path`` and would run that instead of the installed one.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, timeout=TIMEOUT_S, check=False,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
+                          stdin=subprocess.DEVNULL, cwd=cwd)  # fmt: skip
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -85,7 +89,7 @@ def _idle_rss(python: Path, state_dir: Path, env: dict[str, str], work: Path,
         notify.settimeout(1.0)
         daemon = subprocess.Popen(
             [str(python), "-m", "edge_provision", "--state-dir", str(state_dir), "run"],
-            env=dict(env, NOTIFY_SOCKET=str(path)), stdin=subprocess.DEVNULL,
+            env=dict(env, NOTIFY_SOCKET=str(path)), stdin=subprocess.DEVNULL, cwd=work,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         try:
             deadline = time.monotonic() + TIMEOUT_S
@@ -147,7 +151,7 @@ def main() -> None:
             for name, python in pythons.items():
                 state = work / f"agent-{name}"
                 cli = [str(python), "-m", "edge_provision", "--state-dir", str(state)]
-                _timed([*cli, "enroll"], envs[name])  # enrolled once: what follows is a no-op
+                _timed([*cli, "enroll"], envs[name], work)  # once: what follows is a no-op
                 commands[name] = {"bare": [str(python), "-c", "pass"],
                                   "status": [*cli, "status"], "enroll": [*cli, "enroll"]}
             walls = {(n, c): [] for n in trees for c in ("bare", "status", "enroll")}
@@ -156,7 +160,8 @@ def main() -> None:
                       for k in ("wall", "cpu")}
             for _ in range(args.runs):
                 for name in trees:
-                    measured = {c: _timed(argv, envs[name]) for c, argv in commands[name].items()}
+                    measured = {c: _timed(argv, envs[name], work)
+                                for c, argv in commands[name].items()}
                     for command, (wall, cpu) in measured.items():
                         walls[name, command].append(wall)
                         cpus[name, command].append(cpu)
