@@ -83,14 +83,20 @@ def _site_libraries(pid: int) -> set[str]:
     return {path for path in mapped if any(path.startswith(root) for root in roots)}
 
 
-def test_idle_daemon_sleeps_and_maps_no_library(tmp_path: Path) -> None:
-    """`run` with nothing due: ready, no site-packages extension mapped, asleep until SIGTERM."""
+def provisioned_far_ahead(tmp_path: Path) -> Path:
+    """A state directory whose state says: provisioned, next renewal in 30 days."""
     state_dir = tmp_path / "state"
     store = Store(state_dir)
     later = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat(timespec="seconds")
     with store.lock():
         store.save_state(State(phase=Phase.PROVISIONED, current_generation=1,
                                next_action="renew", next_action_at=later))
+    return state_dir
+
+
+def test_idle_daemon_sleeps_and_maps_no_library(tmp_path: Path) -> None:
+    """`run` with nothing due: ready, no site-packages extension mapped, asleep until SIGTERM."""
+    state_dir = provisioned_far_ahead(tmp_path)
     sock_path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(sock_path))
@@ -134,12 +140,7 @@ LEAN_DAEMON_NEVER = {"click", "hashlib", "_hashlib", "ssl", "requests", "cryptog
 def test_run_starts_without_click_or_openssl(tmp_path: Path) -> None:
     """`edge-provision run` idles without click, OpenSSL's hashlib or any heavy library
     (seen from the real process's own -X importtime, from start to SIGTERM)."""
-    state_dir = tmp_path / "state"
-    store = Store(state_dir)
-    later = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat(timespec="seconds")
-    with store.lock():
-        store.save_state(State(phase=Phase.PROVISIONED, current_generation=1,
-                               next_action="renew", next_action_at=later))
+    state_dir = provisioned_far_ahead(tmp_path)
     sock_path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(sock_path))
