@@ -7,10 +7,14 @@ another. Standard library only: the lean daemon imports it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import math
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-__all__ = ["Clock", "iso", "parse_iso", "rfc3339", "utc_now"]
+__all__ = ["LATEST", "Clock", "iso", "later", "parse_iso", "rfc3339", "utc_now"]
+
+LATEST = datetime.max.replace(tzinfo=timezone.utc)
+"""The last moment a ``datetime`` holds; :func:`later` never goes past it."""
 
 Clock = Callable[[], datetime]
 """Injected wherever time matters, so that tests can fix it."""
@@ -19,6 +23,22 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(timezone.utc)
+
+
+def later(moment: datetime, seconds: float) -> datetime:
+    """``moment`` plus ``seconds``, clamped to what a ``datetime`` can hold.
+
+    A wall clock set to year 9999 (a gateway without a real-time clock, a bad NTP answer) or
+    an absurd delay must never end a run in ``OverflowError``: past :data:`LATEST` the
+    answer is :data:`LATEST` (before year 1, year 1); a NaN delay counts as 0.
+    """
+    if math.isnan(seconds):
+        seconds = 0.0
+    try:
+        return moment + timedelta(seconds=seconds)
+    except OverflowError:
+        earliest = datetime.min.replace(tzinfo=moment.tzinfo)
+        return LATEST.replace(tzinfo=moment.tzinfo) if seconds > 0 else earliest
 
 
 def iso(moment: datetime) -> str:

@@ -46,6 +46,7 @@ __all__ = [
     "EdgeProvisionError",
     "IdentityError",
     "LayoutError",
+    "LockBusy",
     "MqttAuthError",
     "MqttError",
     "MqttUnavailable",
@@ -81,6 +82,7 @@ class Reason(str, Enum):
     PROTOCOL = "protocol"  # an answer that could not be understood
     CONFIG = "config"  # a setting, file or command-line value is wrong
     STORE = "store"  # the local store cannot be read or written
+    BUSY = "busy"  # another edge-provision process holds the state lock: wait, never an error
     CERTIFICATE = "certificate"  # a certificate or key is malformed or does not match
     DEADLINE = "deadline"  # a request or a whole run did not finish within its deadline
     BAD_REPLY = "bad-reply"  # not the protocol's answer: HTML, cut short, too big, redirected
@@ -243,6 +245,22 @@ class StoreError(PermanentError):
     """The local credential store cannot be read or written."""
 
     default_reason = Reason.STORE
+
+
+class LockBusy(TransientError):
+    """Another edge-provision process holds the state lock (and did not let go in time).
+
+    Never a failure of this gateway: the other run (a person's ``enroll``, the daemon's
+    ``renew``) finishes and the next attempt goes ahead. ``holder`` describes the process
+    that holds the lock (pid and command), when it said so in the lock file.
+    """
+
+    default_reason = Reason.BUSY
+
+    def __init__(self, message: str, *, holder: str | None = None,
+                 retry_after_s: float | None = None) -> None:  # fmt: skip
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.holder = holder
 
 
 class CertificateError(PermanentError):

@@ -1,11 +1,16 @@
 """Logging set-up: operator-friendly lines, journald-aware, with a redaction backstop.
 
 Code never logs secrets on purpose; :class:`RedactingFilter` is the backstop that
-masks anything registered with :func:`register_secret` (tokens, keys) and any
-PEM private key block that slips into a message anyway. It also escapes control
-characters in every message (``\\n``, ``\\x1b``, ...): a value a client sent
-(an external_id, a path) can neither forge a log line nor colour a terminal.
+masks anything registered with :func:`register_secret` (tokens, thing keys, MQTT
+passwords, external keys) and any PEM private key block that slips into a message anyway.
+It also escapes control characters in every message (``\\n``, ``\\x1b``, ...): a value a
+client sent (an external_id, a path) can neither forge a log line nor colour a terminal.
 Tracebacks keep their line breaks.
+
+When stderr is the journal (``$JOURNAL_STREAM`` names it, :func:`journal_logging_wanted`)
+each line starts with its syslog priority (``<6>`` info, ``<4>`` warning, ``<3>`` error,
+as ``sd-daemon(3)`` prefixes are read by journald) and carries no timestamp: the journal
+has its own, and ``journalctl -p warning`` then filters by level.
 """
 
 from __future__ import annotations
@@ -15,8 +20,15 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Mapping
 
-__all__ = ["RedactingFilter", "escape_controls", "register_secret", "setup_logging"]
+__all__ = [
+    "RedactingFilter",
+    "escape_controls",
+    "journal_logging_wanted",
+    "register_secret",
+    "setup_logging",
+]
 
 _PEM_KEY_RE = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
@@ -74,14 +86,54 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def journal_logging_wanted(
+    env: Mapping[str, str] | None = None, *, stderr_fd: int | None = None
+) -> bool:
+    """True when ``$JOURNAL_STREAM`` is set: stderr is connected to the journal.
+
+    With ``stderr_fd`` the ``device:inode`` it names must also match that descriptor,
+    as ``systemd.exec(5)`` recommends (a child whose stderr was redirected says False).
+    """
+    env = os.environ if env is None else env
+    stream = env.get("JOURNAL_STREAM", "")
+    if not stream:
+        return False
+    if stderr_fd is None:
+        return True
+    try:
+        st = os.fstat(stderr_fd)
+    except OSError:
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
+
+
+_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                    logging.CRITICAL: 2}  # fmt: skip
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<priority>name: message``: the line form journald reads its level from."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _SYSLOG_PRIORITY.get(record.levelno, 6)
+        return f"<{priority}>{super().format(record)}"
+
+
 def setup_logging(level: str = "info", *, stream: object = None) -> None:
-    """Configure the root logger once: stderr, journald style when ``JOURNAL_STREAM`` is set."""
-    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
-    if os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(levelname)s %(name)s: %(message)s"
+    """Configure the root logger: stderr, journald style when stderr is the journal."""
+    out = stream or sys.stderr
+    handler = logging.StreamHandler(out)  # type: ignore[arg-type]
+    fileno = getattr(out, "fileno", None)
+    try:
+        fd = fileno() if callable(fileno) else None
+    except (OSError, ValueError):  # a stream without a descriptor (e.g. io.StringIO)
+        fd = None
+    formatter: logging.Formatter
+    if fd is not None and journal_logging_wanted(stderr_fd=fd):
+        formatter = _JournalFormatter("%(name)s: %(message)s")
     else:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    handler.setFormatter(logging.Formatter(fmt))
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

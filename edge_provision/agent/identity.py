@@ -31,8 +31,6 @@ import contextlib
 import json
 import logging
 import re
-import secrets
-import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -59,6 +57,7 @@ __all__ = [
     "is_virtual",
     "list_interfaces",
     "load_identity",
+    "mismatch_error",
     "parse_mac",
     "pick_interface",
     "preview_identity",
@@ -240,6 +239,8 @@ def list_interfaces(*, sys_class_net: Path = _SYS_CLASS_NET) -> list[InterfaceIn
             f"cannot list network interfaces: {exc.strerror or exc}; {_FIX_HINT}"
         ) from exc
     try:
+        import socket  # here: only listing interfaces needs it (status never does)
+
         kernel_index = {name: index for index, name in socket.if_nameindex()}
     except OSError:
         kernel_index = {}
@@ -407,6 +408,24 @@ def load_identity(state_dir: Path) -> Identity | None:
     )
 
 
+def mismatch_error(identity: Identity, number: int, enrolled_as: str) -> IdentityError:
+    """The refusal to enroll ``identity`` over generation ``number`` made for another id.
+
+    Enrolling would provision a second set of things on the platform and leave the first
+    one orphaned there; the message says so and how to go either way.
+    """
+    new = identity.external_id
+    return IdentityError(
+        f"external_id {new!r} ({identity.external_id_source}) is not {enrolled_as!r}, the "
+        f"external_id the current generation {number} was enrolled with. Enrolling now would "
+        f"provision {new!r} as a second set of things on the platform and leave the things of "
+        f"{enrolled_as!r} orphaned there. To keep this gateway as it is: restore identity.json "
+        f"(external_id {enrolled_as!r}) or set EDGE_PROVISION_EXTERNAL_ID={enrolled_as}. To "
+        f"move it to {new!r} on purpose: run `edge-provision enroll --force`, then have an "
+        f"operator delete the bootstrap config and things of {enrolled_as!r}"
+    )
+
+
 def _id_problem(value: str) -> str | None:
     """Why ``value`` cannot be an external_id (it travels as one URL path segment), or None."""
     if value in ("", ".", "..") or _ID_FORBIDDEN.search(value) or not value.isprintable():
@@ -523,6 +542,8 @@ def resolve_identity(
         elif record is not None:
             key_value, key_source = record.external_key, stored_src
         elif persist:
+            import secrets  # only here: it loads OpenSSL's hashlib, which status never needs
+
             key_value, key_source = secrets.token_urlsafe(_KEY_BYTES), "generated"
         else:
             key_value, key_source = "", "not yet generated"

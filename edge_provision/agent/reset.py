@@ -28,11 +28,11 @@ class ResetResult:
 
 
 def reset(store: Store) -> ResetResult:
-    """Unlink ``current`` and journal it, under the store lock (never waits for it)."""
+    """Unlink ``current`` and journal it, under the store lock; all or nothing (a full disk
+    fails with StoreError and leaves ``current`` in place)."""
     with store.lock(blocking=False):
         current = store.current_generation()
-        state = store.forget_current()
         detail = {"generation": str(current.number)} if current is not None else {}
-        store.save_state(state.record("reset", "done", detail))
+        store.forget_current(lambda state: state.record("reset", "done", detail))
         return ResetResult(current.number if current is not None else None,
                            tuple(store.list_generations()))  # fmt: skip

@@ -6,7 +6,13 @@ and the settings, and returns a :class:`GatewayStatus`. Every view is rendered f
 things/channels/certificates an ``enroll`` prints (:func:`summarize`, the same
 :class:`CredentialSummary`), and the agent's Prometheus textfile (:func:`metrics_text`).
 No view ever holds a secret: thing keys, private keys and the external key are never
-read into these values.
+read into these values, and a certificate subject that contains a thing key (upstream
+Mainflux Certs puts the thing key in the CN) shows ``<thing key>`` in its place.
+
+Status always works, whatever is damaged, and says what is true: each :class:`Damage`
+names the file and the fix (an unreadable or edited ``identity.json``, a damaged
+generation, a key file readable by others); a store whose only generation is damaged is
+in the state ``damaged`` with the next action ``enroll``. Reading never writes.
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from edge_provision.agent.certificates import read_certificates
-from edge_provision.agent.identity import load_identity
+from edge_provision.agent.certificates import read_ca, read_certificates
+from edge_provision.agent.identity import Identity, load_identity
+from edge_provision.agent.permissions import find_loose
 from edge_provision.agent.store import ErrorInfo, Generation, JournalEntry, Phase, Store
 from edge_provision.clock import iso, parse_iso, utc_now
-from edge_provision.errors import CertificateError
-from edge_provision.metrics import agent_metrics, render
+from edge_provision.errors import CertificateError, IdentityError
 from edge_provision.settings import AgentSettings, describe
 
 __all__ = [
@@ -30,6 +36,7 @@ __all__ = [
     "CertificateSummary",
     "ChannelSummary",
     "CredentialSummary",
+    "Damage",
     "GatewayStatus",
     "GenerationSummary",
     "ThingSummary",
@@ -129,17 +136,19 @@ class CredentialSummary:
 
 def summarize(generation: Generation, now: datetime) -> CredentialSummary:
     """The :class:`CredentialSummary` of ``generation`` (expiry counted from ``now``)."""
+    keys = [t.key for t in generation.things]
     certificates: list[CertificateSummary] = []
     expiry: dict[str, float] = {}
     for read in read_certificates(generation):
         if read.info is None:
-            certificates.append(CertificateSummary(read.thing_id, error=read.error))
+            certificates.append(CertificateSummary(read.thing_id,
+                                                   error=_hide(read.error or "", keys)))
             continue
         info = read.info
         expiry[read.thing_id] = info.not_after.timestamp()
         certificates.append(CertificateSummary(
-            read.thing_id, subject=info.subject, issuer=info.issuer, serial=info.serial,
-            not_before=iso(info.not_before), not_after=iso(info.not_after),
+            read.thing_id, subject=_hide(info.subject, keys), issuer=_hide(info.issuer, keys),
+            serial=info.serial, not_before=iso(info.not_before), not_after=iso(info.not_after),
             expires_in_s=int((info.not_after - now).total_seconds()),
             expired=info.not_after <= now))  # fmt: skip
     return CredentialSummary(
@@ -147,8 +156,15 @@ def summarize(generation: Generation, now: datetime) -> CredentialSummary:
                      for t in generation.things),
         channels=tuple(ChannelSummary(c.id, c.name, _type_of(c.metadata))
                        for c in generation.channels),
-        certificates=tuple(certificates), ca=_ca_summary(generation.ca_path), expiry=expiry,
+        certificates=tuple(certificates), ca=_ca_summary(generation, keys), expiry=expiry,
     )  # fmt: skip
+
+
+def _hide(text: str, keys: list[str]) -> str:
+    """``text`` with every thing key in it replaced (a CN may be a thing key)."""
+    for key in sorted((k for k in keys if k), key=len, reverse=True):
+        text = text.replace(key, "<thing key>")
+    return text
 
 
 def _type_of(metadata: Mapping[str, object]) -> str | None:
@@ -156,16 +172,30 @@ def _type_of(metadata: Mapping[str, object]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _ca_summary(path: Path | None) -> CaSummary | None:
-    if path is None:
-        return None
-    from edge_provision.crypto import pki
-
+def _ca_summary(generation: Generation, keys: list[str]) -> CaSummary | None:
     try:
-        info = pki.parse_certificate(path.read_bytes())
-    except (OSError, CertificateError) as exc:
-        return CaSummary(error=str(exc))
-    return CaSummary(subject=info.subject, not_after=iso(info.not_after))
+        info = read_ca(generation)
+    except CertificateError as exc:
+        return CaSummary(error=_hide(str(exc), keys))
+    if info is None:
+        return None
+    return CaSummary(subject=_hide(info.subject, keys), not_after=iso(info.not_after))
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Something wrong in the state directory: what (``kind``), where and the fix (``message``).
+
+    Kinds: ``identity-unreadable``, ``identity-mismatch``, ``generation-damaged``,
+    ``file-mode``.
+    """
+
+    kind: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        """``{kind, message}``."""
+        return {"kind": self.kind, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -206,6 +236,7 @@ class GatewayStatus:
     recovered_from: Optional[str]
     journal: tuple[JournalEntry, ...]
     settings: tuple[Mapping[str, object], ...] = ()
+    damage: tuple[Damage, ...] = ()
 
     @property
     def current_generation(self) -> int | None:
@@ -237,6 +268,7 @@ class GatewayStatus:
             "counters": dict(self.counters),
             "recovered_from": self.recovered_from,
             "generation": None if self.generation is None else self.generation.to_dict(),
+            "damage": [d.to_dict() for d in self.damage],
             **self.credentials.to_dict(),
         }  # fmt: skip
         if verbose:
@@ -249,11 +281,20 @@ class GatewayStatus:
 
 def gateway_status(settings: AgentSettings, store: Store, *,
                    now: datetime | None = None) -> GatewayStatus:  # fmt: skip
-    """Read the store, the stored identity and ``settings`` into a :class:`GatewayStatus`."""
+    """Read the store, the stored identity and ``settings`` into a :class:`GatewayStatus`.
+
+    Never raises for damage in the state directory: it becomes a :class:`Damage`.
+    """
     now = now or utc_now()
     state = store.load_state()
     current = store.current_generation()
-    ident = load_identity(settings.state_dir)
+    damage: list[Damage] = []
+    ident: Identity | None = None
+    try:
+        ident = load_identity(settings.state_dir)
+    except IdentityError as exc:
+        damage.append(Damage("identity-unreadable", str(exc)))
+    phase, next_action, next_action_at = state.phase, state.next_action, state.next_action_at
     generation = None
     credentials = CredentialSummary()
     if current is not None:
@@ -261,15 +302,39 @@ def gateway_status(settings: AgentSettings, store: Store, *,
             current.number, current.created, current.source, str(current.path),
             current.external_id, current.fallback_from, current.fallback_reason)
         credentials = summarize(current, now)
+        if current.is_fallback:
+            damage.append(Damage("generation-damaged", (
+                f"the current link names a damaged generation ({current.fallback_reason}); "
+                f"generation {current.number} is used instead; run edge-provision enroll to "
+                "fetch fresh credentials")))
+        in_use = settings.external_id or (ident.external_id if ident is not None else None)
+        if in_use and in_use != current.external_id:
+            damage.append(Damage("identity-mismatch", (
+                f"{settings.state_dir / 'identity.json'}: external_id {in_use!r} is not "
+                f"{current.external_id!r}, the id generation {current.number} was enrolled "
+                "with; enroll refuses to go on without --force (it would provision a second "
+                f"set of things and orphan the first); restore external_id "
+                f"{current.external_id!r} to keep this gateway as it is")))
+    else:
+        lost = store.linked_generation() or state.current_generation
+        if lost is not None:
+            why = "; ".join(store.verify_generation(lost)) or "not found"
+            damage.append(Damage("generation-damaged", (
+                f"{store.generations_dir / str(lost)}: generation {lost} is damaged ({why}) and "
+                "no older valid generation exists; run edge-provision enroll: it fetches the "
+                "same credentials again (the identity is kept)")))
+            phase, next_action, next_action_at = Phase.DAMAGED, "enroll", None
+    damage += [Damage("file-mode", f"{loose}: readable by others; enroll or renew restores it")
+               for loose in find_loose(store)]
     return GatewayStatus(
-        state_dir=settings.state_dir, phase=state.phase,
+        state_dir=settings.state_dir, phase=phase,
         external_id=ident.external_id if ident is not None else None,
         generations=tuple(store.list_generations()), generation=generation,
         credentials=credentials, last_error=state.last_error,
-        next_action=state.next_action, next_action_at=state.next_action_at,
+        next_action=next_action, next_action_at=next_action_at,
         mapping_in_flight=state.mapping_in_flight, counters=dict(state.counters),
         recovered_from=store.recovered_from, journal=tuple(state.journal),
-        settings=tuple(describe(settings)),
+        settings=tuple(describe(settings)), damage=tuple(damage),
     )  # fmt: skip
 
 
@@ -278,6 +343,8 @@ def metrics_text(status: GatewayStatus) -> str:
     last = status.last_renewal_at
     failures = {k.split(":", 1)[1]: v for k, v in status.counters.items()
                 if k.startswith("failures:")}  # fmt: skip
+    from edge_provision.metrics import agent_metrics, render
+
     return render(agent_metrics(
         cert_expiry=status.credentials.expiry,
         last_renewal_ts=last.timestamp() if last is not None else None,

@@ -18,7 +18,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from edge_provision import deadline
 from edge_provision.agent.store import Store
@@ -27,12 +27,20 @@ from edge_provision.errors import ConfigError, EdgeProvisionError
 from edge_provision.settings import AgentSettings
 
 if TYPE_CHECKING:
-    from edge_provision.agent.enroll import EnrollClients, EnrollResult, StepEvent, Verifier
+    from edge_provision.agent.enroll import (
+        EnrollClients,
+        EnrollResult,
+        StepEvent,
+        Verified,
+        Verifier,
+    )
+    from edge_provision.agent.enroll.ports import BootstrapPort, CertsPort, ProvisionPort
     from edge_provision.agent.mqtt import MqttTarget
     from edge_provision.agent.renew.renewal import RenewResult
     from edge_provision.agent.reset import ResetResult
     from edge_provision.agent.status import GatewayStatus
     from edge_provision.agent.store import Generation
+    from edge_provision.http import HttpClient
 
 __all__ = [
     "build_clients",
@@ -51,21 +59,35 @@ logger = logging.getLogger(__name__)
 
 
 def build_store(settings: AgentSettings, *, clock: Callable[[], datetime] | None = None) -> Store:
-    """The credential store in ``settings.state_dir``."""
-    return Store(settings.state_dir, clock=clock)
+    """The credential store in ``settings.state_dir``; it records what each certificate it
+    stores says, so that reading it back needs no crypto library."""
+    from edge_provision.agent.certificates import describe
+
+    return Store(settings.state_dir, clock=clock, describe_certificate=describe)
+
+
+class _OnFirstUse:
+    """A platform client made when it is first used, so that a run that needs no platform
+    (the no-op ``enroll``, a ``renew`` with nothing due) loads no HTTP or crypto library."""
+
+    def __init__(self, make: Callable[[], object]) -> None:
+        self._make = make
+        self._client: object | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._make()
+        return getattr(self._client, name)
 
 
 @contextlib.contextmanager
 def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
-    """The platform clients for ``settings``; their HTTP sessions close on exit.
+    """The platform clients for ``settings``, each made on first use; sessions close on exit.
 
     The bootstrap and certificate URLs default to the provision URL. Raises
     :class:`ConfigError` when no provision URL is configured.
     """
-    from edge_provision.agent.enroll import EnrollClients
-    from edge_provision.crypto import bootstrap_cipher
-    from edge_provision.http import AuthScheme, HttpClient
-    from edge_provision.platform import BootstrapClient, CertsClient, ProvisionClient
+    from edge_provision.agent.enroll.ports import EnrollClients
 
     if not settings.provision_url:
         raise ConfigError(
@@ -75,12 +97,11 @@ def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
     provision_url = settings.provision_url.rstrip("/")
     bootstrap_url = (settings.bootstrap_url or provision_url).rstrip("/")
     certs_url = (settings.certs_url or provision_url).rstrip("/")
-    scheme = AuthScheme(settings.auth_scheme)
-    encrypt_key = bootstrap_cipher.parse_encrypt_key(settings.encrypt_key) if (
-        settings.secure_bootstrap) else None
     sessions: dict[str, HttpClient] = {}
 
     def http(url: str) -> HttpClient:
+        from edge_provision.http import HttpClient
+
         if url not in sessions:
             sessions[url] = HttpClient(
                 url, connect_timeout_s=settings.connect_timeout_s,
@@ -91,13 +112,34 @@ def build_clients(settings: AgentSettings) -> Iterator[EnrollClients]:
             )  # fmt: skip
         return sessions[url]
 
+    def provision() -> ProvisionPort:
+        from edge_provision.http import AuthScheme
+        from edge_provision.platform import ProvisionClient
+
+        return ProvisionClient(http(provision_url), token=settings.token,
+                               auth_scheme=AuthScheme(settings.auth_scheme))  # fmt: skip
+
+    def bootstrap() -> BootstrapPort:
+        from edge_provision.crypto import bootstrap_cipher
+        from edge_provision.http import AuthScheme
+        from edge_provision.platform import BootstrapClient
+
+        encrypt_key = bootstrap_cipher.parse_encrypt_key(settings.encrypt_key) if (
+            settings.secure_bootstrap) else None
+        return BootstrapClient(http(bootstrap_url), auth_scheme=AuthScheme(settings.auth_scheme),
+                               encrypt_key=encrypt_key)  # fmt: skip
+
+    def certs() -> CertsPort:
+        from edge_provision.http import AuthScheme
+        from edge_provision.platform import CertsClient
+
+        return CertsClient(http(certs_url), auth_scheme=AuthScheme(settings.auth_scheme))
+
     try:
         yield EnrollClients(
-            provision=ProvisionClient(http(provision_url), token=settings.token,
-                                      auth_scheme=scheme),
-            bootstrap=BootstrapClient(http(bootstrap_url), auth_scheme=scheme,
-                                      encrypt_key=encrypt_key),
-            certs=CertsClient(http(certs_url), auth_scheme=scheme),
+            provision=cast("ProvisionPort", _OnFirstUse(provision)),
+            bootstrap=cast("BootstrapPort", _OnFirstUse(bootstrap)),
+            certs=cast("CertsPort", _OnFirstUse(certs)),
             provision_url=provision_url, bootstrap_url=bootstrap_url, certs_url=certs_url,
         )  # fmt: skip
     finally:
@@ -118,14 +160,56 @@ def mqtt_target(settings: AgentSettings, generation: Generation) -> MqttTarget |
 
 
 def build_verifier(settings: AgentSettings) -> Verifier | None:
-    """The MQTT credential check of ``mqtt.verify`` (None when it is ``never``)."""
+    """The MQTT credential check of ``mqtt.verify`` (None when it is ``never``).
+
+    paho and ssl load at the first check, not before: a run that checks nothing never
+    loads them.
+    """
     if settings.mqtt_verify == "never":
         return None
-    from edge_provision.agent.mqtt import make_verifier
 
-    return make_verifier(lambda generation: mqtt_target(settings, generation),
-                         required=settings.mqtt_verify == "always",
-                         timeout_s=settings.mqtt_timeout_s)  # fmt: skip
+    def verify(generation: Generation) -> Verified | None:
+        from edge_provision.agent.mqtt import make_verifier
+
+        check = make_verifier(lambda gen: mqtt_target(settings, gen),
+                              required=settings.mqtt_verify == "always",
+                              timeout_s=settings.mqtt_timeout_s)  # fmt: skip
+        return check(generation)
+
+    return verify
+
+
+Notice = Callable[[str], None]
+"""Hears, as one line for a person, what a command does besides its work: waiting for the
+state lock (and who holds it), file modes put back."""
+
+
+@contextlib.contextmanager
+def _locked(settings: AgentSettings, store: Store, command: str,
+            notice: Notice | None) -> Iterator[None]:  # fmt: skip
+    """The state lock for one ``command``: another run's lock is waited for (``lock_wait_s``).
+
+    Contention is never an error: whoever holds the lock finishes its run; only after
+    ``settings.lock_wait_s`` is it :class:`~edge_provision.errors.LockBusy` (temporary).
+    Once held, the leftovers of interrupted writes are removed and loosened file modes put
+    back (each said through ``notice``).
+    """
+    from edge_provision.agent.leftovers import remove_leftovers
+    from edge_provision.agent.permissions import tighten
+
+    say = notice or (lambda text: None)
+
+    def waiting(holder: str) -> None:
+        say(f"waiting for the state lock, held by {holder}; it is let go when that run ends "
+            "(Ctrl-C to give up)")
+
+    with store.lock(wait_s=settings.lock_wait_s, holder=f"edge-provision {command}",
+                    on_wait=waiting):  # fmt: skip
+        remove_leftovers(settings, store)
+        for fixed in tighten(store):
+            say(f"restored the mode of {fixed.path} to {fixed.expected:04o} (it was "
+                f"{fixed.mode:04o}: readable by others)")
+        yield
 
 
 def run_deadline(
@@ -146,41 +230,55 @@ def run_enroll(
     force: bool = False,
     progress: Callable[[StepEvent], None] | None = None,
     hard_stop: bool = False,
+    notice: Notice | None = None,
 ) -> EnrollResult:
-    """Build everything from ``settings`` and run one enrollment within its deadline."""
+    """Build everything from ``settings`` and run one enrollment within its deadline.
+
+    The run's deadline starts once the state lock is held (waiting for it is
+    ``agent.lock_wait``'s), so the lock is never held past ``agent.run_deadline``.
+    """
     from edge_provision.agent.enroll import enroll
 
-    with run_deadline(settings, "enroll", hard_stop=hard_stop):
-        store = build_store(settings)
-        verifier = build_verifier(settings)
-        try:
-            with build_clients(settings) as clients:
-                return enroll(settings, store, clients, verifier=verifier, force=force,
-                              progress=progress)  # fmt: skip
-        finally:
-            write_metrics(settings, store)
+    store = build_store(settings)
+    verifier = build_verifier(settings)
+    try:
+        with _locked(settings, store, "enroll", notice), \
+                run_deadline(settings, "enroll", hard_stop=hard_stop), \
+                build_clients(settings) as clients:  # fmt: skip
+            return enroll(settings, store, clients, verifier=verifier, force=force,
+                          progress=progress)  # fmt: skip
+    finally:
+        write_metrics(settings, store)
 
 
-def run_renew(settings: AgentSettings, *, force: bool = False,
-              hard_stop: bool = False) -> RenewResult:  # fmt: skip
-    """Build the store, clients and verifier from ``settings`` and run one renewal in time."""
+def run_renew(settings: AgentSettings, *, force: bool = False, hard_stop: bool = False,
+              notice: Notice | None = None) -> RenewResult:  # fmt: skip
+    """Build the store, clients and verifier from ``settings`` and run one renewal in time.
+
+    The run's deadline starts once the state lock is held (waiting for it is
+    ``agent.lock_wait``'s), so the lock is never held past ``agent.run_deadline``.
+    """
     from edge_provision.agent.renew.renewal import renew
 
-    with run_deadline(settings, "renew", hard_stop=hard_stop):
-        store = build_store(settings)
-        verifier = build_verifier(settings)
-        try:
-            with build_clients(settings) as clients:
-                return renew(settings, store, clients, verifier=verifier, force=force)
-        finally:
-            write_metrics(settings, store)
+    store = build_store(settings)
+    verifier = build_verifier(settings)
+    try:
+        with _locked(settings, store, "renew", notice), \
+                run_deadline(settings, "renew", hard_stop=hard_stop), \
+                build_clients(settings) as clients:  # fmt: skip
+            return renew(settings, store, clients, verifier=verifier, force=force)
+    finally:
+        write_metrics(settings, store)
 
 
-def run_reset(settings: AgentSettings) -> ResetResult:
+def run_reset(settings: AgentSettings, *,
+              notice: Notice | None = None) -> ResetResult:  # fmt: skip
     """Forget the current generation of ``settings.state_dir`` (see agent.reset)."""
     from edge_provision.agent.reset import reset
 
-    return reset(build_store(settings))
+    store = build_store(settings)
+    with _locked(settings, store, "reset", notice):
+        return reset(store)
 
 
 def read_status(settings: AgentSettings) -> GatewayStatus:
@@ -202,7 +300,10 @@ def write_metrics(settings: AgentSettings, store: Store) -> None:
     from edge_provision.metrics import write_textfile
 
     try:
-        write_textfile(settings.metrics_textfile,
-                       metrics_text(gateway_status(settings, store)))  # fmt: skip
+        text = metrics_text(gateway_status(settings, store))
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if settings.metrics_textfile.read_text("utf-8") == text:
+                return  # unchanged: a run that changes nothing writes nothing
+        write_textfile(settings.metrics_textfile, text)
     except EdgeProvisionError as exc:
         logger.warning("metrics not written path=%s error=%s", settings.metrics_textfile, exc)

@@ -1,69 +1,25 @@
-"""What every command module shares: the click context object and JSON output."""
+"""What every command module shares: the click context object and JSON output.
+
+The click-free parts (:class:`CliContext`, the error document) live in
+:mod:`edge_provision.cli._context`, so that ``run`` can start without click.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import click
 
-from edge_provision.errors import ConfigError, EdgeProvisionError
-from edge_provision.logs import register_secret, setup_logging
-from edge_provision.settings import AgentSettings, load_agent_settings
+from edge_provision.cli._context import CliContext, error_doc, warn
 
-__all__ = ["CliContext", "emit_json", "error_doc", "json_option"]
-
-
-@dataclass
-class CliContext:
-    """What the group options leave for the commands."""
-
-    config: Optional[Path] = None
-    flags: dict[str, object] = field(default_factory=dict)
-
-    def agent_settings(self, *, interactive: bool = True, **extra: object) -> AgentSettings:
-        """Agent settings with this invocation's flags (``None`` values mean "not given").
-
-        Interactive commands print their own progress, so unless a log level was set
-        explicitly their log shows warnings and errors only; the daemon logs at info.
-        """
-        flags = dict(self.flags)
-        flags.update({k: v for k, v in extra.items() if v is not None})
-        settings = load_agent_settings(flags, config_path=self.config)
-        register_secret(settings.token)
-        register_secret(settings.external_key)
-        register_secret(settings.encrypt_key)
-        level = settings.log_level
-        if interactive and settings.source_of("log_level") == "default":
-            level = "warning"
-        setup_logging(level)
-        return settings
+__all__ = ["CliContext", "emit_json", "error_doc", "json_option", "warn"]
 
 
 def emit_json(doc: Mapping[str, object]) -> None:
     """Print one JSON document (sorted keys, indented) on stdout."""
     click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
-
-
-def error_doc(exc: EdgeProvisionError) -> dict[str, object]:
-    """The ``--json`` shape of a failure."""
-    problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [str(exc)]
-    return {
-        "ok": False,
-        "error": {
-            "kind": exc.kind,
-            "message": str(exc),
-            "problems": problems,
-            "retryable": exc.retryable,
-            "retry_class": exc.retry_class.value,
-            "exit_code": exc.exit_code,
-            "reason": exc.reason.value,
-            "step": exc.step,
-        },
-    }
 
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:

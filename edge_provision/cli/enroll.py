@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from edge_provision.cli._common import CliContext, emit_json, json_option
+from edge_provision.cli._common import CliContext, emit_json, json_option, warn
 
 if TYPE_CHECKING:
     from edge_provision.agent.enroll import EnrollResult, StepEvent
@@ -100,7 +100,7 @@ def enroll(obj: CliContext, provision_url: str | None, bootstrap_url: str | None
         token=token, external_id=external_id, external_key=external_key,
         interface=interface, name=name, insecure=insecure, ca_bundle=ca_bundle,
     )  # fmt: skip
-    result = wiring.run_enroll(settings, force=force, hard_stop=True,
+    result = wiring.run_enroll(settings, force=force, hard_stop=True, notice=warn,
                                progress=None if as_json else ProgressPrinter())  # fmt: skip
     if as_json:
         emit_json(result.to_dict())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from edge_provision.cli._common import CliContext, emit_json, json_option
+from edge_provision.cli._common import CliContext, emit_json, json_option, warn
 
 __all__ = ["register", "renew"]
 
@@ -33,7 +33,7 @@ def renew(obj: CliContext, force: bool, as_json: bool) -> None:
     """
     from edge_provision.agent import wiring
 
-    result = wiring.run_renew(obj.agent_settings(), force=force, hard_stop=True)
+    result = wiring.run_renew(obj.agent_settings(), force=force, hard_stop=True, notice=warn)
     if as_json:
         emit_json(result.to_dict())
         return

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from edge_provision.cli._common import CliContext, emit_json, json_option
+from edge_provision.cli._common import CliContext, emit_json, json_option, warn
 from edge_provision.errors import ConfigError
 
 __all__ = ["register", "reset"]
@@ -36,7 +36,7 @@ def reset(obj: CliContext, yes: bool, as_json: bool) -> None:
         if not sys.stdin.isatty():
             raise ConfigError("reset asks for confirmation: run it in a terminal or pass --yes")
         click.confirm(f"Forget the current credentials in {settings.state_dir}?", abort=True)
-    result = wiring.run_reset(settings)
+    result = wiring.run_reset(settings, notice=warn)
     if as_json:
         emit_json(result.to_dict(str(settings.state_dir)))
     elif result.forgot_generation is None:

@@ -1,12 +1,15 @@
-"""``edge-provision run``: the long-running supervisor (systemd ``Type=notify`` service)."""
+"""``edge-provision run``: the long-running supervisor (systemd ``Type=notify`` service).
+
+This is the click command (``run --help``); a plain ``run`` command line skips click
+altogether (:mod:`edge_provision.cli._daemon`).
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 
 from edge_provision.cli._common import CliContext
+from edge_provision.cli._daemon import start_daemon
 
 __all__ = ["register"]
 
@@ -29,17 +32,7 @@ def run(obj: CliContext) -> None:
       edge-provision --config /etc/edge-provision/config.toml run
       systemctl kill -s USR1 edge-provision    # renew/check now
     """
-    from edge_provision.agent.daemon.supervisor import Daemon, command_prefix
-
-    settings = obj.agent_settings()
-    state_dir = obj.flags.get("state_dir")
-    log_level = obj.flags.get("log_level")
-    prefix = command_prefix(
-        config=obj.config,
-        state_dir=state_dir if isinstance(state_dir, Path) else None,
-        log_level=log_level if isinstance(log_level, str) else None,
-    )
-    Daemon(settings, reload_settings=obj.agent_settings, argv_prefix=prefix).run()
+    start_daemon(obj)
 
 
 def register(group: click.Group) -> None:

@@ -7,8 +7,6 @@ module level, like every command module.
 
 from __future__ import annotations
 
-import random
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -196,6 +194,9 @@ def _run(settings: Any, *, count: int, concurrency: int, ramp_s: float, seed: in
          things_url: str | None, csr: bool, time_scale: float,
          max_attempts: int) -> dict[str, Any]:  # fmt: skip
     """Build the fleet from the settings, run it, audit it; the ``--json`` document."""
+    import random
+    import secrets
+
     from edge_provision.agent.backoff import Backoff
     from edge_provision.crypto import bootstrap_cipher
     from edge_provision.fleet.arrival import arrival_offsets

@@ -69,11 +69,14 @@ def render_text(current: GatewayStatus, *, verbose: bool = False) -> list[str]:
             continue
         validity = "EXPIRED" if cert.expired else f"expires {cert.not_after}"
         lines.append(f"certificate  {cert.subject}  {validity}  serial {cert.serial}")
+    for damage in current.damage:
+        lines.append(f"PROBLEM      {damage.kind}: {damage.message}")
     err = current.last_error
     if err is not None:
         lines.append(f"last error   {err.kind}: {err.message} (at {err.at})")
     if current.next_action:
-        lines.append(f"next         {current.next_action} at {current.next_action_at}")
+        when = f"at {current.next_action_at}" if current.next_action_at else "now"
+        lines.append(f"next         {current.next_action} {when}")
     if verbose:
         lines.append("settings:")
         for row in current.settings:

@@ -232,6 +232,11 @@ class AgentSettings:
         minimum=1, maximum=_DAY,
         help="longest one enroll or renew run may take (and hold the state lock)",
     )
+    lock_wait_s: float = _setting(
+        600.0, FieldKind.DURATION, env=["EDGE_PROVISION_LOCK_WAIT"], keys=["agent.lock_wait"],
+        minimum=0, maximum=_DAY,
+        help="how long enroll/renew/reset wait for another run's state lock (0: not at all)",
+    )
     mqtt_url: Optional[str] = _setting(
         None, FieldKind.STR, env=["EDGE_PROVISION_MQTT_URL"], keys=["mqtt.url"],
         help="broker URL (tcp://host:1883, ssl://host:8883); default: bootstrap content",

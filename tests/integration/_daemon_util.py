@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
+from typing import IO, Callable
 
 WAIT_S = 20.0
 EXTERNAL_ID = "02:42:ac:11:00:07"
@@ -160,3 +161,51 @@ def stop_daemon(proc: subprocess.Popen[bytes] | subprocess.Popen[str], notify: N
     notify.expect(lambda m: m == "STOPPING=1", timeout_s)
     code = proc.wait(timeout=timeout_s)
     return code, time.monotonic() - t0
+
+
+_HOLDER = """
+import sys
+from pathlib import Path
+from edge_provision.agent.store import Store
+with Store(Path(sys.argv[1])).lock(holder=sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+class LockHolder:
+    """Another process holding the state lock of ``state_dir`` (as ``label``) until released."""
+
+    def __init__(self, state_dir: Path, label: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(state_dir), label],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline() == "held\n"
+
+    def __enter__(self) -> LockHolder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=WAIT_S)
+
+    @property
+    def pid(self) -> int:
+        """The holder's process id."""
+        return self.proc.pid
+
+    def release(self) -> None:
+        """Let go of the lock and end."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        assert self.proc.wait(timeout=WAIT_S) == 0
+
+
+def read_line(stream: IO[str], timeout_s: float = WAIT_S) -> str:
+    """The next line of a child's pipe, waiting at most ``timeout_s``."""
+    ready, _, _ = select.select([stream], [], [], timeout_s)
+    assert ready, f"no line within {timeout_s} s"
+    return stream.readline()

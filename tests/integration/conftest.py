@@ -1,5 +1,5 @@
-"""Shared fixtures: a FakeServer, an HttpClient, a FaultProxy, the lab server; a module's own
-ones win."""
+"""Shared fixtures: a FakeServer, an HttpClient, a FaultProxy, the lab server, started
+processes and an sd_notify socket for the daemon tests; a module's own ones win."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from _daemon_util import Notify, Procs
 
 from edge_provision.http import HttpClient
 from edge_provision.testing import FakeServer, FaultProxy
@@ -45,3 +46,17 @@ def lab(tmp_path: Path) -> Iterator[RunningLabServer]:
     server = start_lab(tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    """Start processes; they are killed after the test."""
+    with Procs(tmp_path) as p:
+        yield p
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[Notify]:
+    """The test's NOTIFY_SOCKET."""
+    with Notify(tmp_path / "notify.sock") as n:
+        yield n

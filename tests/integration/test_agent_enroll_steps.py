@@ -437,13 +437,20 @@ def test_in_flight_state_from_a_crash_looks_up_first(tmp_path: Path, server: Fak
     assert not store.load_state().mapping_in_flight
 
 
-def test_changed_external_id_enrolls_again(tmp_path: Path, server: FakeServer) -> None:
-    """A current generation for another external_id is not a reason to skip."""
+def test_changed_external_id_enrolls_again_only_when_forced(tmp_path: Path,
+                                                            server: FakeServer) -> None:
+    """A current generation for another external_id: enrolling the new id would leave a
+    second thing-set, so it is refused (saying so) unless forced; forced, it enrolls."""
     script_fresh(server)
     run(make_settings(tmp_path, server))
     other = "02:42:ac:11:00:08"
     server.add("GET", f"/things/bootstrap/{other}", Reply(200, json=BOOTSTRAP))
-    result = run(make_settings(tmp_path, server, external_id=other))
+    requests_before = len(server.requests)
+    with pytest.raises(IdentityError, match="second set of things") as refused:
+        run(make_settings(tmp_path, server, external_id=other))
+    assert refused.value.step == "identity" and "--force" in str(refused.value)
+    assert len(server.requests) == requests_before  # nothing asked of the platform
+    result = run(make_settings(tmp_path, server, external_id=other), force=True)
     assert result.changed and result.external_id == other and result.generation == 2
 
 

@@ -3,64 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
+from _cli_util import EXT_ID, EXT_KEY, assert_clean, cli, lab_server, secrets_of, token
 
-from edge_provision.lab.server import TOKEN_FILE, RunningLabServer, start_in_thread
-from edge_provision.settings import load_lab_settings
-
-EXT_ID = "02:42:ac:11:00:42"
-EXT_KEY = "cli-test-external-key-42"
-TIMEOUT_S = 60
+from edge_provision.lab.server import RunningLabServer
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[RunningLabServer]:
     """A lab server for the CLI children."""
-    server = start_in_thread(load_lab_settings({"state_dir": tmp_path / "lab", "port": 0},
-                                               env={}))
-    yield server
-    server.stop()
-
-
-def token(tmp_path: Path) -> str:
-    """The lab's operator token."""
-    return (tmp_path / "lab" / TOKEN_FILE).read_text().strip()
-
-
-def cli(tmp_path: Path, *args: str, url: str | None = None, key: str = EXT_KEY,
-        state: str = "agent") -> subprocess.CompletedProcess[str]:
-    """Run ``python -m edge_provision --state-dir <tmp>/agent ARGS`` with secrets in env."""
-    env = dict(os.environ)
-    env.update({"EDGE_PROVISION_EXTERNAL_ID": EXT_ID, "EDGE_PROVISION_EXTERNAL_KEY": key,
-                "EDGE_PROVISION_MQTT_VERIFY": "never"})
-    if url is not None:
-        env["EDGE_PROVISION_PROVISION_URL"] = url
-        env["EDGE_PROVISION_TOKEN"] = token(tmp_path)
-    return subprocess.run(
-        [sys.executable, "-m", "edge_provision", "--state-dir", str(tmp_path / state), *args],
-        env=env, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL,
-        check=False)
-
-
-def secrets_of(tmp_path: Path, lab: RunningLabServer) -> list[str]:
-    """external_key, operator token and every thing key on the platform."""
-    reply = requests.get(f"{lab.url}/things", timeout=10,
-                         headers={"Authorization": f"Bearer {token(tmp_path)}"})
-    keys = [t["key"] for t in reply.json()["things"]]
-    return [EXT_KEY, token(tmp_path), *keys]
-
-
-def assert_clean(done: subprocess.CompletedProcess[str], secrets: list[str]) -> None:
-    """No secret in stdout or stderr."""
-    for secret in secrets:
-        assert secret not in done.stdout and secret not in done.stderr
+    with lab_server(tmp_path) as server:
+        yield server
 
 
 def test_enroll_prints_one_line_per_step_then_status(tmp_path: Path,

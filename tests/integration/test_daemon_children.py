@@ -65,11 +65,26 @@ sys.exit(step.get("exit", 0))
 RUNNER = r'''
 import json, sys
 from edge_provision.logs import setup_logging
-from edge_provision.agent.daemon.supervisor import Daemon
+from edge_provision.agent.daemon.supervisor import Daemon, SystemClock
 from edge_provision.settings import load_agent_settings
 opts = json.loads(sys.argv[1])
 setup_logging("debug")
-Daemon(load_agent_settings(), reload_settings=load_agent_settings,
+faults = {"reload": opts.get("faulty_reloads", 0), "now": opts.get("faulty_nows", 0)}
+
+def reload():  # a reload hook with a bug in its first faulty_reloads calls
+    if faults["reload"] > 0:
+        faults["reload"] -= 1
+        raise RuntimeError("a bug in the reload hook")
+    return load_agent_settings()
+
+class Clock(SystemClock):  # a wall clock that fails its first faulty_nows readings
+    def now(self):
+        if faults["now"] > 0:
+            faults["now"] -= 1
+            raise OSError(22, "clock_gettime failed")
+        return super().now()
+
+Daemon(load_agent_settings(), reload_settings=reload, clock=Clock(),
        argv_prefix=[sys.executable, opts["child"]],
        child_timeout_s=opts.get("child_timeout_s", 900.0),
        stop_grace_s=opts.get("stop_grace_s", 10.0)).run()
@@ -315,3 +330,38 @@ def test_idle_daemon_does_not_poll(harness: Harness) -> None:
     assert harness.runs() == []
     assert harness.stop()[0] == 0
     assert harness.log().count("wake signals=") == 1  # the SIGTERM
+
+
+def test_an_unexpected_error_at_start_is_logged_and_the_daemon_goes_on(harness: Harness) -> None:
+    """The first event fails with an exception no code expects: READY=1 anyway (systemd must
+    not time out), the traceback in the log, the reason in STATUS, then it enrolls."""
+    harness.start([{"exit": 0, "state": _provisioned(1)}], faulty_nows=1)
+    ready = harness.notify.expect(lambda m: m.startswith("READY=1"))
+    assert ready.startswith("READY=1\nSTATUS=internal error (a bug, see the log): OSError: ")
+    assert "; retrying in " in ready
+    harness.notify.status("provisioned: generation 1")
+    assert harness.proc is not None and harness.proc.poll() is None
+    assert harness.stop()[0] == 0
+    log = harness.log()
+    assert "unexpected error, the daemon goes on error=OSError" in log
+    assert "Traceback (most recent call last):" in log and "clock_gettime failed" in log
+
+
+def test_an_unexpected_error_in_a_reload_does_not_stop_the_daemon(harness: Harness) -> None:
+    """SIGHUP whose reload hook raises twice in a row: logged with its traceback each time, the
+    daemon keeps its schedule and serves the next SIGHUP normally."""
+    harness.start([{"exit": 0, "state": _provisioned(1)}], faulty_reloads=2)
+    harness.notify.status("provisioned: generation 1")
+    for _ in range(2):
+        harness.signal(signal.SIGHUP)
+        harness.notify.expect(lambda m: m.startswith("RELOADING=1"))
+        msg = harness.notify.expect(lambda m: m.startswith("READY=1"))
+        assert "internal error (a bug, see the log): RuntimeError: a bug in the reload hook" in msg
+        harness.notify.status("provisioned: generation 1")  # the timer re-read the schedule
+    harness.signal(signal.SIGHUP)
+    harness.notify.expect(lambda m: m.startswith("RELOADING=1"))
+    msg = harness.notify.expect(lambda m: m.startswith("READY=1"))
+    assert msg.startswith("READY=1\nSTATUS=provisioned: generation 1")
+    assert harness.stop()[0] == 0
+    assert harness.log().count("Traceback (most recent call last):") == 2
+    assert len(harness.runs()) == 1  # no child was started by the faults

@@ -11,30 +11,14 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from _daemon_util import WAIT_S, Notify, Procs, cli, daemon_env, stop_daemon
 
 import edge_provision
 from edge_provision.testing import free_port
 
 PACKAGE = Path(edge_provision.__file__).resolve().parent
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    """Start processes; they are killed after the test."""
-    with Procs(tmp_path) as p:
-        yield p
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[Notify]:
-    """The test's NOTIFY_SOCKET."""
-    with Notify(tmp_path / "notify.sock") as n:
-        yield n
 
 
 def _start_lab(procs: Procs, tmp_path: Path, port: int) -> str:

@@ -6,6 +6,7 @@ not asserted here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ ALLOWED = {
     "edge_provision.logs", "edge_provision.clock",
     "edge_provision.errors", "edge_provision.fileio", "edge_provision.agent.backoff",
     "edge_provision.agent.daemon.schedule", "edge_provision.agent.daemon.children",
+    "edge_provision.agent.leftovers",
 }
 
 
@@ -81,14 +83,20 @@ def _site_libraries(pid: int) -> set[str]:
     return {path for path in mapped if any(path.startswith(root) for root in roots)}
 
 
-def test_idle_daemon_sleeps_and_maps_no_library(tmp_path: Path) -> None:
-    """`run` with nothing due: ready, no site-packages extension mapped, asleep until SIGTERM."""
+def provisioned_far_ahead(tmp_path: Path) -> Path:
+    """A state directory whose state says: provisioned, next renewal in 30 days."""
     state_dir = tmp_path / "state"
     store = Store(state_dir)
     later = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat(timespec="seconds")
     with store.lock():
         store.save_state(State(phase=Phase.PROVISIONED, current_generation=1,
                                next_action="renew", next_action_at=later))
+    return state_dir
+
+
+def test_idle_daemon_sleeps_and_maps_no_library(tmp_path: Path) -> None:
+    """`run` with nothing due: ready, no site-packages extension mapped, asleep until SIGTERM."""
+    state_dir = provisioned_far_ahead(tmp_path)
     sock_path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(sock_path))
@@ -117,3 +125,76 @@ def test_idle_daemon_sleeps_and_maps_no_library(tmp_path: Path) -> None:
     log = (tmp_path / "daemon.log").read_text()
     assert log.count("wake signals=") == 1  # only the SIGTERM woke it
     assert "wake signals=[15]" in log
+
+
+def _imported(stderr: str) -> set[str]:
+    """The modules a ``python -X importtime`` run imported (from its stderr)."""
+    return {line.split("|")[-1].strip() for line in stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+LEAN_DAEMON_NEVER = {"click", "hashlib", "_hashlib", "ssl", "requests", "cryptography", "paho",
+                     "psutil", "urllib3", "edge_provision.cli._app", "edge_provision.agent.enroll"}
+
+
+def test_run_starts_without_click_or_openssl(tmp_path: Path) -> None:
+    """`edge-provision run` idles without click, OpenSSL's hashlib or any heavy library
+    (seen from the real process's own -X importtime, from start to SIGTERM)."""
+    state_dir = provisioned_far_ahead(tmp_path)
+    sock_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(sock_path))
+        sock.settimeout(20)
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "edge_provision", "--state-dir",
+             str(state_dir), "run"], env=dict(os.environ, NOTIFY_SOCKET=str(sock_path)),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)  # fmt: skip
+        try:
+            assert sock.recv(4096).decode().startswith("READY=1\nSTATUS=provisioned")
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=5)
+    imported = _imported(err)
+    assert "edge_provision.agent.daemon.supervisor" in imported
+    assert imported & LEAN_DAEMON_NEVER == set()
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("command", ["status", "enroll"])
+def test_status_and_the_no_op_enroll_load_no_platform_library(tmp_path: Path,
+                                                              command: str) -> None:
+    """On an enrolled gateway, `status` and the no-op `enroll` load no HTTP, crypto, MQTT or
+    interface library: the certificate facts come from the manifest."""
+    from edge_provision.agent.certificates import describe
+    from edge_provision.agent.identity import resolve_identity
+    from edge_provision.agent.store import GenerationData, StoredChannel, StoredThing
+    from edge_provision.testing import ThrowawayCA
+
+    state_dir = tmp_path / "state"
+    resolve_identity(state_dir, external_id="02:42:ac:11:00:71", external_key="k" * 24)
+    ca = ThrowawayCA(tmp_path / "ca")
+    store = Store(state_dir, describe_certificate=describe)
+    with store.lock():
+        number = store.write_generation(GenerationData(
+            things=(StoredThing("gw-71", "gw", "thing-key-71"),),
+            channels=(StoredChannel("ch-c", "control", {"type": "control"}),),
+            gateway_thing_id="gw-71", bootstrap_content="{}", source="mapping",
+            external_id="02:42:ac:11:00:71",
+            certificates={"gw-71": ca.issue_client("gw-71")}, ca_pem=ca.cert_pem))
+        store.switch_current(number)
+        later = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat(timespec="seconds")
+        store.save_state(dataclasses.replace(store.load_state(), phase=Phase.PROVISIONED,
+                                             next_action="renew", next_action_at=later))
+    env = dict(os.environ, EDGE_PROVISION_PROVISION_URL="http://127.0.0.1:9",
+               EDGE_PROVISION_EXTERNAL_ID="02:42:ac:11:00:71")  # never called: a no-op
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "edge_provision",
+                           "--state-dir", str(state_dir), command], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    heavy = {m for m in _imported(done.stderr) if m.split(".")[0] in (
+        "requests", "urllib3", "cryptography", "paho", "psutil", "ssl", "_hashlib")}
+    assert heavy == set()

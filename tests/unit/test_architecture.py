@@ -88,6 +88,7 @@ PURE = STDLIB | {"tomllib", "tomli"}
 # file -> what they may load.
 DYNAMIC_IMPORTS = {
     "edge_provision/__init__.py": "the modules named in _HOMES (tests/unit/test_api.py)",
+    "edge_provision/agent/store/model.py": "CPython's own SHA-256 module (_sha2, _sha256)",
     "edge_provision/crypto/bootstrap_cipher.py": "cryptography (the AES-CFB mode class)",
     "edge_provision/platform/__init__.py": "the platform client modules named in its _HOMES",
 }

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from edge_provision.clock import iso, parse_iso, rfc3339
+from edge_provision.clock import LATEST, iso, later, parse_iso, rfc3339
 
 LATER = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
 
@@ -45,3 +45,21 @@ def test_writers_round_trip() -> None:
     assert parse_iso(iso(moment)) == moment.replace(microsecond=0)
     assert parse_iso(rfc3339(moment)) == moment.replace(microsecond=0)
     assert iso(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02T03:04:05+00:00"
+
+
+@pytest.mark.parametrize(
+    ("moment", "seconds", "expected"),
+    [
+        (LATER, 60.0, LATER + timedelta(minutes=1)),
+        (LATER, float("nan"), LATER),
+        (LATER, float("inf"), LATEST),
+        (LATER, 1e300, LATEST),
+        (LATEST - timedelta(hours=1), 86400.0, LATEST),
+        (datetime(1, 1, 1, tzinfo=timezone.utc), -60.0, datetime(1, 1, 1, tzinfo=timezone.utc)),
+    ],
+)
+def test_later_clamps_to_what_a_datetime_holds(moment: datetime, seconds: float,
+                                               expected: datetime) -> None:
+    """A clock at year 9999 or an absurd delay gives the last representable time, no error."""
+    assert later(moment, seconds) == expected
+    assert iso(later(moment, seconds))  # and it can be written to the journal

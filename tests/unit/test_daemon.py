@@ -15,6 +15,7 @@ from edge_provision.agent.daemon.supervisor import (
     command_prefix,
     policy_of,
 )
+from edge_provision.cli._daemon import lean_daemon_args
 from edge_provision.settings import load_agent_settings
 
 
@@ -61,16 +62,47 @@ def test_children_never_see_the_notify_socket() -> None:
     ("stdout", "expected"),
     [
         (b'{"ok": false, "error": {"kind": "Unauthorized", "message": "401"}}',
-         ("Unauthorized", "401", True)),
-        (b'{"ok": false, "error": {"kind": 3}}', (None, None, True)),
-        (b'{"ok": false}', (None, None, True)),
-        (b'{"ok": true, "generation": 2}', (None, None, False)),
-        (b"[1, 2]", (None, None, False)),
-        (b"Traceback (most recent call last):", (None, None, False)),
-        (b"\xff\xfe", (None, None, False)),
-        (b"", (None, None, False)),
+         ("Unauthorized", "401", None, True)),
+        (b'{"ok": false, "error": {"kind": "LockBusy", "message": "held", "reason": "busy"}}',
+         ("LockBusy", "held", "busy", True)),
+        (b'{"ok": false, "error": {"kind": 3, "reason": 4}}', (None, None, None, True)),
+        (b'{"ok": false}', (None, None, None, True)),
+        (b'{"ok": true, "generation": 2}', (None, None, None, False)),
+        (b"[1, 2]", (None, None, None, False)),
+        (b"Traceback (most recent call last):", (None, None, None, False)),
+        (b"\xff\xfe", (None, None, None, False)),
+        (b"", (None, None, None, False)),
     ],
 )
 def test_error_document_of_a_child(stdout: bytes, expected: tuple[object, ...]) -> None:
-    """Only {"ok": false, "error": {...}} counts as an error document; kind/message extracted."""
+    """Only {"ok": false, "error": {...}} counts as an error document; kind/message/reason read."""
     assert _error_of(stdout) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run"], (None, None, None)),
+        (["--state-dir", "/var/lib/e", "run"], (None, Path("/var/lib/e"), None)),
+        (["--config=/etc/e/c.toml", "--log-level", "debug", "run"],
+         (Path("/etc/e/c.toml"), None, "debug")),
+        (["--log-level", "loud", "run"], None),  # click says what is wrong
+        (["run", "--help"], None),
+        (["--help"], None),
+        (["status"], None),
+        (["--state-dir", "run"], None),
+        (["--state-dir", "/a", "--state-dir", "/b", "run"], None),
+        (["--verbose", "run"], None),
+        ([], None),
+    ],
+)
+def test_only_a_plain_run_command_line_skips_click(argv: list[str],
+                                                   expected: tuple[object, ...] | None) -> None:
+    """`[--config C] [--state-dir D] [--log-level L] run` starts the daemon without click;
+    anything else (help, typos, other commands) goes through click as before."""
+    ctx = lean_daemon_args(argv)
+    if expected is None:
+        assert ctx is None
+        return
+    assert ctx is not None
+    assert (ctx.config, ctx.flags["state_dir"], ctx.flags["log_level"]) == expected

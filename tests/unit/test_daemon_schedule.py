@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from datetime import datetime, timedelta, timezone
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 
 from edge_provision.agent.backoff import Backoff
 from edge_provision.agent.daemon.schedule import (
+    BUSY_REASON,
     MIN_RERUN_S,
+    PERMANENT_RECHECK_MAX_S,
     ChildResult,
     Decision,
     Event,
@@ -160,6 +163,38 @@ def test_permanent_failures_retry_slowly_and_say_why(child: ChildResult, status:
     assert decision.machine.attempt == 0 and decision.machine.retry_pending
     retry = _decide(decision.machine, EventKind.DUE)
     assert (retry.run, retry.machine.state) == ("enroll", Phase.ENROLLING)
+
+
+@pytest.mark.parametrize("permanent_retry_s", [3600.0, 7200.0, 7 * 86400.0])
+def test_failures_a_person_must_fix_are_rechecked_at_least_hourly(
+        permanent_retry_s: float) -> None:  # fmt: skip
+    """permanent_retry above an hour (the setting allows 7 d): the daemon still retries hourly."""
+    policy = Policy(Backoff(initial_s=2.0, cap_s=300.0), permanent_retry_s=permanent_retry_s)
+    child = _exited(77, "Unauthorized", "token refused")
+    decision = decide(Machine(state=Phase.ENROLLING), Event(EventKind.CHILD_EXITED, NOW, EMPTY,
+                                                            child), policy, _Top())
+    assert decision.delay_s == PERMANENT_RECHECK_MAX_S == 3600.0
+    assert decision.status.endswith("; retrying in 60 min")
+    assert decision.outcome is Outcome.PERMANENT
+
+
+def test_a_held_state_lock_is_retried_soon_and_said_so() -> None:
+    """Exit 75 with reason "busy" (a person's enroll held the lock): backoff, never permanent."""
+    busy = ChildResult("enroll", 75, "LockBusy", "the state lock is held by pid 4242 (enroll)",
+                       has_error_doc=True, error_reason=BUSY_REASON)
+    assert busy.outcome is Outcome.BUSY
+    decision = _decide(Machine(state=Phase.ENROLLING), EventKind.CHILD_EXITED, EMPTY, busy)
+    assert decision.outcome is Outcome.BUSY and decision.delay_s == 2.0
+    assert decision.machine.state is Phase.UNPROVISIONED and decision.machine.retry_pending
+    assert decision.status == (
+        "enroll waits for another edge-provision run (state lock), retry 1 in 2.0 s: "
+        "LockBusy: the state lock is held by pid 4242 (enroll)")
+    renew = dataclasses.replace(busy, command="renew")
+    held = _decide(Machine(state=Phase.RENEWING), EventKind.CHILD_EXITED, GEN2_PAST, renew)
+    assert held.machine.state is Phase.PROVISIONED
+    assert held.status.startswith("provisioned: generation 2; renew waits for another "
+                                  "edge-provision run (state lock), retry 1 in 2.0 s")
+    assert _decide(held.machine, EventKind.DUE, GEN2_PAST).run == "renew"
 
 
 @pytest.mark.parametrize(
@@ -326,3 +361,26 @@ def test_any_run_of_outcomes_keeps_the_invariants(
         if decision.machine.retry_pending:
             assert nxt.run in ("enroll", "renew")  # retried, never abandoned
         machine = nxt.machine
+
+
+_ANY_TIME = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59),
+                         timezones=st.just(timezone.utc))
+
+
+@given(at=_ANY_TIME, now=_ANY_TIME, kind=st.sampled_from(list(EventKind)),
+       code=_CODES, action=st.sampled_from(["renew", "check", "enroll", None]),
+       generation=st.sampled_from([None, 3]))
+def test_any_time_in_state_json_or_on_the_clock_is_scheduled_without_error(
+    at: datetime, now: datetime, kind: EventKind, code: int, action: str | None,
+    generation: int | None,
+) -> None:
+    """Times from year 1 to 9999 (state.json, or a gateway clock without an RTC): decide()
+    never raises and never asks for a negative or NaN sleep."""
+    snap = Snapshot.from_state(State(phase=Phase.PROVISIONED, current_generation=generation,
+                                     next_action=action, next_action_at=at.isoformat()))
+    child = _exited(code, "ServiceUnavailable" if code else None) if (
+        kind is EventKind.CHILD_EXITED) else None
+    decision = decide(Machine(state=Phase.RENEWING, attempt=3), Event(kind, now, snap, child),
+                      POLICY, random.Random(0))
+    assert decision.run is not None or decision.keep_timer or decision.delay_s >= 0
+    assert not math.isnan(decision.delay_s)

@@ -18,6 +18,7 @@ from edge_provision.errors import (
     ConfigError,
     EdgeProvisionError,
     IdentityError,
+    LockBusy,
     MqttAuthError,
     MqttUnavailable,
     ProtocolError,
@@ -43,6 +44,7 @@ from edge_provision.errors import (
     (CertificateError, Reason.CERTIFICATE, RetryClass.NEEDS_PERSON, EXIT_FAILED),
     (ConfigError, Reason.CONFIG, RetryClass.NEEDS_PERSON, EXIT_CONFIG),
     (IdentityError, Reason.CONFIG, RetryClass.NEEDS_PERSON, EXIT_CONFIG),
+    (LockBusy, Reason.BUSY, RetryClass.TRANSIENT, EXIT_TEMPFAIL),
 ])
 def test_each_class_has_a_default_reason_and_retry_class(
         cls: type[EdgeProvisionError], reason: Reason, retry: RetryClass,

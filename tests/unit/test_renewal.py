@@ -140,3 +140,5 @@ def test_next_action_renews_the_earliest_else_checks_daily() -> None:
     assert next_action([], RenewalPolicy(), now) == NextAction("check",
                                                                now + timedelta(hours=24))
     assert next_action([], RenewalPolicy(), now).at - now == CHECK_INTERVAL
+    late = datetime.max.replace(tzinfo=timezone.utc) - timedelta(hours=1)  # a clock at 9999
+    assert next_action([], RenewalPolicy(), late).at == datetime.max.replace(tzinfo=timezone.utc)

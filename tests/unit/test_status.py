@@ -113,3 +113,101 @@ def test_metrics_are_one_more_view(tmp_path: Path) -> None:
     assert 'edge_provision_failures_total{class="ServiceUnavailable"} 1' in text
     for secret in SECRETS:
         assert secret not in text
+
+
+def _kinds(status: object) -> list[str]:
+    return [d["kind"] for d in status.to_dict()["damage"]]  # type: ignore[attr-defined]
+
+
+def test_a_corrupt_identity_file_is_named_and_status_still_works(tmp_path: Path) -> None:
+    """identity.json not JSON: status answers, with the damage naming the file and the fix."""
+    settings, store, _ = provisioned(tmp_path)
+    (settings.state_dir / "identity.json").write_text("{not json")
+    status = gateway_status(settings, store)
+    assert status.phase is Phase.PROVISIONED and status.external_id is None
+    assert _kinds(status) == ["identity-unreadable"]
+    (damage,) = status.damage
+    assert "identity.json: not valid JSON" in damage.message and "restore it" in damage.message
+    assert any(line.startswith("PROBLEM      identity-unreadable: ") for line in
+               render_text(status))
+
+
+def test_an_edited_identity_is_a_mismatch_with_the_generation(tmp_path: Path) -> None:
+    """identity.json edited to another id: status shows both ids and that enroll refuses."""
+    base, store, _ = provisioned(tmp_path)
+    settings = load_agent_settings({"state_dir": base.state_dir}, env={})  # no id setting
+    path = settings.state_dir / "identity.json"
+    path.write_text(path.read_text().replace(EXT_ID, "02:42:ac:11:00:56"))
+    status = gateway_status(settings, store)
+    assert status.external_id == "02:42:ac:11:00:56" and _kinds(status) == ["identity-mismatch"]
+    message = status.damage[0].message
+    assert f"'02:42:ac:11:00:56' is not '{EXT_ID}'" in message and "--force" in message
+
+
+def test_the_only_generation_damaged_is_said_as_it_is(tmp_path: Path) -> None:
+    """A damaged only generation: state `damaged`, next action enroll, the reason named."""
+    settings, store, _ = provisioned(tmp_path)
+    (settings.state_dir / "generations" / "1" / "things.json").write_text("[]")
+    status = gateway_status(settings, store)
+    doc = status.to_dict()
+    assert (doc["state"], doc["current_generation"]) == ("damaged", None)
+    assert (doc["next_action"], doc["next_action_at"]) == ("enroll", None)
+    (damage,) = status.damage
+    assert damage.kind == "generation-damaged"
+    assert "things.json does not match its sha256" in damage.message
+    text = render_text(status)
+    assert "state        damaged" in text and "next         enroll now" in text
+
+
+def test_a_loosened_key_file_is_reported(tmp_path: Path) -> None:
+    """A private key chmod 0644: status names it; nothing is changed by reading."""
+    settings, store, _ = provisioned(tmp_path)
+    key = settings.state_dir / "generations" / "1" / f"{GW.id}.key"
+    key.chmod(0o644)
+    (settings.state_dir / "identity.json").chmod(0o640)
+    status = gateway_status(settings, store)
+    assert _kinds(status) == ["file-mode", "file-mode"]
+    messages = " ".join(d.message for d in status.damage)
+    assert f"{key} is 0644, expected 0600" in messages and "identity.json is 0640" in messages
+    assert key.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_certificate_named_after_its_thing_key_never_shows_the_key(tmp_path: Path) -> None:
+    """Upstream Certs puts the thing key in the CN: status shows `CN=<thing key>` instead."""
+    settings = load_agent_settings({"state_dir": tmp_path / "agent", "external_id": EXT_ID,
+                                    "external_key": EXT_KEY}, env={})
+    resolve_identity(settings.state_dir, external_id=EXT_ID, external_key=EXT_KEY)
+    ca = ThrowawayCA(tmp_path / "ca")
+    store = Store(settings.state_dir)
+    with store.lock():
+        store.switch_current(store.write_generation(GenerationData(
+            things=(GW,), channels=CHANNELS, gateway_thing_id=GW.id, bootstrap_content="{}",
+            source="mapping", external_id=EXT_ID,
+            certificates={GW.id: ca.issue_client(GW.key)}, ca_pem=ca.cert_pem)))
+    status = gateway_status(settings, store)
+    (cert,) = status.to_dict()["certificates"]  # type: ignore[misc]
+    assert cert["subject"] == "CN=<thing key>"
+    rendered = json.dumps(status.to_dict(verbose=True)) + "\n".join(render_text(status))
+    assert GW.key not in rendered and "CN=<thing key>" in rendered
+
+
+def test_recorded_certificate_facts_need_no_crypto_library(tmp_path: Path) -> None:
+    """A store given a describer records what each certificate says; status reads it back
+    (the same summary as parsing the files) without parsing a certificate."""
+    from edge_provision.agent.certificates import describe
+
+    settings, _, ca = provisioned(tmp_path / "parsed")
+    store = Store(settings.state_dir, describe_certificate=describe)
+    with store.lock():
+        old = store.current_generation()
+        assert old is not None and old.cert_facts == {}
+        store.switch_current(store.write_generation(GenerationData(
+            things=old.things, channels=old.channels, gateway_thing_id=old.gateway_thing_id,
+            bootstrap_content="{}", source="renewal", external_id=EXT_ID,
+            certificates={t: old.read_certificate(t) for t in old.certificates},  # type: ignore[misc]
+            ca_pem=ca.cert_pem)))
+    new = store.current_generation()
+    assert new is not None and sorted(new.cert_facts) == sorted(
+        [f"{GW.id}.crt", f"{SENSOR.id}.crt", "ca.crt"])
+    now = datetime.now(timezone.utc)
+    assert summarize(new, now) == summarize(dataclasses.replace(new, cert_facts={}), now)

@@ -1,4 +1,4 @@
-"""sd_notify without a listener, watchdog interval and journal detection (pure parts).
+"""sd_notify without a listener and the watchdog interval (pure parts).
 
 The datagrams over a real AF_UNIX socket: tests/integration/test_daemon_systemd.py.
 """
@@ -11,11 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_provision.agent.daemon.systemd import (
-    Notifier,
-    journal_logging_wanted,
-    watchdog_interval_s,
-)
+from edge_provision.agent.daemon.systemd import Notifier, watchdog_interval_s
 
 
 def test_no_socket_is_a_no_op() -> None:
@@ -65,14 +61,3 @@ def test_watchdog_pid_defaults_to_our_pid() -> None:
     theirs = {"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": str(os.getpid() + 1)}
     assert watchdog_interval_s(ours) == 2.0
     assert watchdog_interval_s(theirs) is None
-
-
-def test_journal_logging_wanted(tmp_path: Path) -> None:
-    """JOURNAL_STREAM set means journald; with a descriptor it must name that very file."""
-    assert not journal_logging_wanted({})
-    assert journal_logging_wanted({"JOURNAL_STREAM": "8:12345"})
-    with open(tmp_path / "stderr.log", "w") as fh:
-        st = os.fstat(fh.fileno())
-        matching = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
-        assert journal_logging_wanted(matching, stderr_fd=fh.fileno())
-        assert not journal_logging_wanted({"JOURNAL_STREAM": "1:2"}, stderr_fd=fh.fileno())

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edge_provision.agent.daemon.schedule import ChildResult
 
-__all__ = ["CHILD_ENV_DROP", "Child", "Clock", "SystemClock", "capture_fd", "command_prefix",
-           "error_of"]
+if TYPE_CHECKING:
+    import random
+    import subprocess
+
+__all__ = ["CHILD_ENV_DROP", "CHILD_ENV_SET", "Child", "Clock", "JitterSource", "SystemClock",
+           "capture_fd", "command_prefix", "error_of"]
 
 CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+CHILD_ENV_SET = {"EDGE_PROVISION_LOCK_WAIT": "0"}
+"""A child never waits for a state lock someone else holds: it exits 75 (reason ``busy``) and
+the supervisor, which stays responsive, retries it soon."""
 _MAX_STDOUT_BYTES = 65536
 
 class Clock(Protocol):
@@ -46,6 +52,22 @@ class SystemClock:
     def now(self) -> datetime:
         """:func:`datetime.now` in UTC."""
         return datetime.now(timezone.utc)
+
+
+class JitterSource:
+    """``random.Random`` for the backoff's jitter (not secrets), made at its first use: a
+    daemon that never failed never loads the ``random`` module."""
+
+    def __init__(self) -> None:
+        self._rng: random.Random | None = None
+
+    def uniform(self, a: float, b: float) -> float:
+        """A number N with ``a <= N <= b``."""
+        if self._rng is None:
+            import random
+
+            self._rng = random.Random()
+        return self._rng.uniform(a, b)
 
 
 def command_prefix(
@@ -86,8 +108,9 @@ class Child:
             raw = os.read(self.stdout_fd, _MAX_STDOUT_BYTES)
         finally:
             self.close()
-        kind, message, has_doc = error_of(raw)
-        return ChildResult(self.command, returncode, kind, message, has_doc, self.timed_out_s)
+        kind, message, reason, has_doc = error_of(raw)
+        return ChildResult(self.command, returncode, kind, message, has_doc, self.timed_out_s,
+                           reason)
 
     def close(self) -> None:
         """Release the stdout capture (idempotent)."""
@@ -111,17 +134,18 @@ def capture_fd() -> int:
         return fd
 
 
-def error_of(raw: bytes) -> tuple[str | None, str | None, bool]:
-    """(kind, message, is an error document) from a child's stdout; never logged."""
+def error_of(raw: bytes) -> tuple[str | None, str | None, str | None, bool]:
+    """(kind, message, reason, is an error document) from a child's stdout; never logged."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        return None, None, False
+        return None, None, None, False
     if not isinstance(doc, dict) or doc.get("ok") is not False:
-        return None, None, False
+        return None, None, None, False
     error = doc.get("error")
     if not isinstance(error, dict):
-        return None, None, True
-    kind, message = error.get("kind"), error.get("message")
+        return None, None, None, True
+    kind, message, reason = error.get("kind"), error.get("message"), error.get("reason")
     return (kind if isinstance(kind, str) else None,
-            message if isinstance(message, str) else None, True)
+            message if isinstance(message, str) else None,
+            reason if isinstance(reason, str) else None, True)

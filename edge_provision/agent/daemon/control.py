@@ -19,13 +19,13 @@ import contextlib
 import logging
 import os
 import queue
-import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
 from edge_provision.agent.backoff import Backoff
+from edge_provision.agent.daemon.children import JitterSource
 from edge_provision.agent.mqtt import ControlCommand, ControlListener, control_channel_id
 from edge_provision.agent.store import Store
 from edge_provision.agent.wiring import mqtt_target
@@ -100,7 +100,7 @@ class _Runner:
 
     def _run(self) -> None:
         backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_cap_s)
-        rng = random.Random()  # jitter, not secrets
+        rng = JitterSource()  # random loads only if a retry needs jitter
         attempt = 0
         while not self.stopping.is_set():
             listener: Optional[ControlListener] = None

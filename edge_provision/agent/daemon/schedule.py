@@ -15,7 +15,10 @@ States (:class:`~edge_provision.agent.store.Phase`, shared with ``state.json``):
 
 Child exit codes: 0 ok; 75 temporary, a crash (exit 1 without a JSON error document,
 any other code) or a death by signal: exponential backoff with full jitter; 1 (with an
-error document), 2 and 77: a human must act, retry slowly and say why.
+error document), 2 and 77: a human must act, retry slowly (every ``permanent_retry_s``,
+but at least every :data:`PERMANENT_RECHECK_MAX_S`) and say why. Exit 75 whose error
+document gives the reason ``busy`` means another ``edge-provision`` process (a person's
+``enroll``) held the state lock: never an error, retried as soon as a transient failure.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from edge_provision.clock import parse_iso
 from edge_provision.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_NOPERM, EXIT_OK, EXIT_TEMPFAIL
 
 __all__ = [
+    "BUSY_REASON",
+    "PERMANENT_RECHECK_MAX_S",
     "ChildResult",
     "Decision",
     "Event",
@@ -48,6 +53,8 @@ __all__ = [
 ]
 
 MIN_RERUN_S = 60.0  # after a success, never rerun sooner even if state.json says "due"
+PERMANENT_RECHECK_MAX_S = 3600.0  # a failure a person must fix is re-checked at least hourly
+BUSY_REASON = "busy"  # the error reason of a child that found the state lock held
 _MAX_ERROR_CHARS = 300
 
 
@@ -56,6 +63,7 @@ class Outcome(str, Enum):
 
     OK = "ok"
     TRANSIENT = "transient"
+    BUSY = "busy"  # another edge-provision process held the state lock: retry soon
     PERMANENT = "permanent"
 
 
@@ -111,11 +119,15 @@ class ChildResult:
     error_message: Optional[str] = None
     has_error_doc: bool = False
     timed_out_s: Optional[float] = None
+    error_reason: Optional[str] = None
 
     @property
     def outcome(self) -> Outcome:
-        """See :func:`classify`."""
-        return classify(self.returncode, self.has_error_doc)
+        """See :func:`classify`; a temporary failure for the reason ``busy`` is BUSY."""
+        outcome = classify(self.returncode, self.has_error_doc)
+        if outcome is Outcome.TRANSIENT and self.error_reason == BUSY_REASON:
+            return Outcome.BUSY
+        return outcome
 
     @property
     def description(self) -> str:
@@ -194,7 +206,8 @@ class Decision:
     while it runs. Otherwise, unless
     ``keep_timer``, sleep ``delay_s`` (``math.inf``: until a signal) and then send a
     ``DUE`` event; ``wall_clock`` timers follow a wall-clock time and are re-checked
-    at least hourly, in case the clock is set (NTP at boot) meanwhile.
+    at least hourly, in case the clock is set (NTP at boot) meanwhile. ``outcome`` is how
+    the schedule read the child that just exited (CHILD_EXITED events only).
     """
 
     machine: Machine
@@ -203,6 +216,7 @@ class Decision:
     wall_clock: bool = False
     keep_timer: bool = False
     args: tuple[str, ...] = ()
+    outcome: Optional[Outcome] = None
 
     @property
     def status(self) -> str:
@@ -283,27 +297,34 @@ def _after_child(
         done = dataclasses.replace(machine, state=Phase.PROVISIONED, attempt=0,
                                    retry_pending=False, base_status=_provisioned_status(snap))
         if snap.next_action not in ("renew", "check", "enroll"):
-            return Decision(done, delay_s=math.inf, wall_clock=True)
+            return Decision(done, delay_s=math.inf, wall_clock=True, outcome=outcome)
         at = snap.next_action_at
         delay = math.inf if at is None else (at - event.now).total_seconds()
-        return Decision(done, delay_s=max(delay, policy.min_rerun_s), wall_clock=True)
+        return Decision(done, delay_s=max(delay, policy.min_rerun_s), wall_clock=True,
+                        outcome=outcome)
     if outcome is Outcome.PERMANENT:
-        text = (f"failed: {child.description}; retrying in "
-                f"{human_delay(policy.permanent_retry_s)}")
+        delay = min(policy.permanent_retry_s, PERMANENT_RECHECK_MAX_S)
+        text = f"failed: {child.description}; retrying in {human_delay(delay)}"
         failed = dataclasses.replace(machine, state=Phase.FAILED_PERMANENT, attempt=0,
                                      retry_pending=True, base_status=text)
-        return Decision(failed, delay_s=policy.permanent_retry_s)
+        return Decision(failed, delay_s=delay, outcome=outcome)
     delay = policy.backoff.delay_s(machine.attempt, rng)
     retry = machine.attempt + 1
     when = f"retry {retry} in {human_delay(delay)}: {child.description}"
+    head = f"provisioned: generation {snap.current_generation}; "
     if snap.current_generation is None:
-        state, text = Phase.UNPROVISIONED, f"waiting for network, {when}"
+        state, head = Phase.UNPROVISIONED, ""
     else:
         state = Phase.PROVISIONED
-        text = f"provisioned: generation {snap.current_generation}; {child.command} failed, {when}"
+    if outcome is Outcome.BUSY:
+        text = f"{head}{child.command} waits for another edge-provision run (state lock), {when}"
+    elif snap.current_generation is None:
+        text = f"waiting for network, {when}"
+    else:
+        text = f"{head}{child.command} failed, {when}"
     waiting = dataclasses.replace(machine, state=state, attempt=retry, retry_pending=True,
                                   base_status=text)
-    return Decision(waiting, delay_s=delay)
+    return Decision(waiting, delay_s=delay, outcome=outcome)
 
 
 def _provisioned_status(snap: Snapshot) -> str:

@@ -36,10 +36,9 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import select
 import signal
-import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Callable, Protocol
@@ -48,8 +47,10 @@ from edge_provision import fileio
 from edge_provision.agent.backoff import Backoff, UniformSource
 from edge_provision.agent.daemon.children import (
     CHILD_ENV_DROP,
+    CHILD_ENV_SET,
     Child,
     Clock,
+    JitterSource,
     SystemClock,
     capture_fd,
     command_prefix,
@@ -64,10 +65,12 @@ from edge_provision.agent.daemon.schedule import (
     Policy,
     Snapshot,
     decide,
+    human_delay,
 )
 from edge_provision.agent.daemon.systemd import Notifier, watchdog_interval_s
 from edge_provision.agent.store import Store
-from edge_provision.errors import EdgeProvisionError, StoreError
+from edge_provision.clock import later
+from edge_provision.errors import EdgeProvisionError, LockBusy, StoreError
 from edge_provision.settings import AgentSettings
 
 __all__ = [
@@ -84,6 +87,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 WALL_RECHECK_S = 3600.0  # wall-clock timers are re-read at least this often
+_OUTCOME_LEVEL = {Outcome.OK: logging.INFO, Outcome.BUSY: logging.INFO,
+                  Outcome.TRANSIENT: logging.WARNING, Outcome.PERMANENT: logging.ERROR}
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
 
@@ -168,8 +173,9 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier(env=env)
         self._watchdog_s = watchdog_interval_s(env)
         self._child_env = {k: v for k, v in env.items() if k not in CHILD_ENV_DROP}
+        self._child_env.update(CHILD_ENV_SET)
         self.clock: Clock = clock or SystemClock()
-        self.rng: UniformSource = rng or random.Random()  # jitter, not secrets
+        self.rng: UniformSource = rng or JitterSource()
         self.child_timeout_s = child_timeout_s
         self.stop_grace_s = stop_grace_s
         self.machine = Machine()
@@ -183,21 +189,50 @@ class Daemon:
         self._control: ControlChannel | None = None
         self._waiting: list[ControlRequest] = []  # control commands the running child answers
         self._last_snap = Snapshot()
+        self._faults = 0  # consecutive unexpected exceptions (see run)
 
     # -- entry ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Check the state directory, install the signals, loop until SIGTERM/SIGINT."""
+        """Check the state directory, install the signals, loop until SIGTERM/SIGINT.
+
+        Each event is handled inside one boundary: an unexpected exception (a bug) is logged
+        with its traceback, shown in STATUS, and the event is retried after a backoff. The
+        daemon goes on; it never dies into a ``Restart=on-failure`` crash loop.
+        """
         self._check_state_dir(self.settings.state_dir)
+        self._remove_leftovers()
         with self._signals():
-            self._apply(self._decide(EventKind.START), ready=True)
-            self._sync_control()
+            try:
+                self._apply(self._decide(EventKind.START), ready=True)
+                self._sync_control()
+            except Exception as exc:  # the per-event boundary (see the docstring)
+                self._fault(exc)
             while True:
-                signals = self._wait()
-                if any(s in signals for s in _STOP_SIGNALS):
-                    self._stop()
-                    return
-                self._step(signals)
+                try:
+                    signals = self._wait()
+                    if any(s in signals for s in _STOP_SIGNALS):
+                        break
+                    self._step(signals)
+                except Exception as exc:  # the per-event boundary (see the docstring)
+                    self._fault(exc)
+            self._stop()
+
+    def _fault(self, exc: Exception) -> None:
+        """Log an unexpected exception with its traceback; retry the schedule after a backoff."""
+        self._faults += 1
+        policy = policy_of(self.settings)
+        delay = max(0.1, policy.backoff.delay_s(self._faults - 1, self.rng))
+        logger.exception("unexpected error, the daemon goes on error=%s: %s retry_in_s=%.1f",
+                         type(exc).__name__, exc, delay)
+        status = (f"internal error (a bug, see the log): {type(exc).__name__}: {exc}; "
+                  f"retrying in {human_delay(delay)}")
+        self.notifier.ready(status=status)  # also ends a RELOADING=1 the error cut short
+        self._sent_status = status
+        if self._child is None:
+            self._deadline = self.clock.monotonic() + delay
+        if self._faults > 1:  # a fault that repeats at once must not spin: pause a little
+            time.sleep(min(1.0, 0.1 * self._faults))
 
     def _step(self, signals: set[int]) -> None:
         if signal.SIGHUP in signals:
@@ -278,6 +313,7 @@ class Daemon:
         return decide(self.machine, event, policy_of(self.settings), self.rng)
 
     def _apply(self, decision: Decision, *, ready: bool = False) -> None:
+        self._faults = 0  # a decision went through: whatever failed before works again
         before = self.machine.state
         self.machine = decision.machine
         status = decision.status
@@ -301,9 +337,22 @@ class Daemon:
             self._deadline = self.clock.monotonic() + max(0.0, delay)
 
     def _snapshot(self) -> Snapshot:
-        """``state.json`` as the children left it; unreadable counts as empty (enroll)."""
+        """``state.json`` as the children left it; unreadable counts as empty (enroll).
+
+        The generation the ``current`` link names is verified (its files against their
+        checksums): a damaged one, or an older one standing in for it, is no credential set
+        to renew, so the snapshot then calls for ``enroll`` (which fetches the same
+        credentials again) at once instead of at the next renewal (where ``renew`` would).
+        """
+        store = Store(self.settings.state_dir)
         try:
-            snap = Snapshot.from_state(Store(self.settings.state_dir).load_state())
+            snap = Snapshot.from_state(store.load_state())
+            if snap.current_generation is not None and store.linked_generation() is not None:
+                current = store.current_generation()
+                if current is None or current.is_fallback:
+                    logger.warning("current generation damaged number=%s; enroll runs next",
+                                   snap.current_generation)
+                    snap = Snapshot(None, "enroll", None)
         except EdgeProvisionError as exc:  # the child will report it properly
             logger.warning("state unreadable state_dir=%s error=%s", self.settings.state_dir, exc)
             snap = Snapshot()
@@ -313,6 +362,8 @@ class Daemon:
     # -- children ---------------------------------------------------------------------------
 
     def _spawn(self, command: str, args: Sequence[str] = ()) -> None:
+        import subprocess  # only now: an idle daemon that has run no child never loads it
+
         argv = [*self._prefix, command, *args, "--json"]
         stdout_fd = capture_fd()
         try:
@@ -322,7 +373,9 @@ class Daemon:
             os.close(stdout_fd)
             logger.error("child not started command=%s error=%s", command, exc)
             result = ChildResult(command, 127, "OSError", f"cannot start {command}: {exc}")
-            self._apply(self._decide(EventKind.CHILD_EXITED, child=result))
+            decision = self._decide(EventKind.CHILD_EXITED, child=result)
+            self._log_outcome(result, decision)
+            self._apply(decision)
             return
         logger.info("child started command=%s args=%s pid=%s", command, " ".join(args) or "-",
                     proc.pid)
@@ -348,13 +401,31 @@ class Daemon:
             return
         self._child = None
         result = child.result(code)
-        logger.info("child exited command=%s code=%s outcome=%s kind=%s", child.command, code,
-                    result.outcome.value, result.error_kind or "-")
-        self._apply(self._decide(EventKind.CHILD_EXITED, child=result))
+        decision = self._decide(EventKind.CHILD_EXITED, child=result)
+        self._log_outcome(result, decision)
+        self._apply(decision)
         ok = result.outcome is Outcome.OK and self._last_snap.current_generation is not None
         self._answer_waiting(f"done: {self.machine.status}" if ok
                              else f"failed: {result.description}")
         self._sync_control()
+
+    def _log_outcome(self, result: ChildResult, decision: Decision) -> None:
+        """One line per finished child: how it ended, its class, and what runs next when."""
+        outcome = decision.outcome or result.outcome
+        level = _OUTCOME_LEVEL.get(outcome, logging.WARNING)
+        if decision.run is not None:
+            command, delay = decision.run, 0.0
+        else:
+            command, delay = self._last_snap.command, decision.delay_s
+        if math.isinf(delay):
+            when = "next_in_s=- next_at=-"
+        else:
+            at = later(self.clock.now(), delay)
+            when = f"next_in_s={delay:.1f} next_at={at.isoformat(timespec='seconds')}"
+        logger.log(level, "child exited command=%s code=%s outcome=%s kind=%s next=%s %s "
+                   "attempt=%s error=%s", result.command, result.returncode, outcome.value,
+                   result.error_kind or "-", command, when, decision.machine.attempt,
+                   result.description if outcome is not Outcome.OK else "-")
 
     # -- reload and stop --------------------------------------------------------------------
 
@@ -461,6 +532,19 @@ class Daemon:
             child.close()
         self._child = None
         logger.info("stopped")
+
+    def _remove_leftovers(self) -> None:
+        """At start: what interrupted writes left (see agent.leftovers); a busy lock skips it."""
+        from edge_provision.agent.leftovers import remove_leftovers
+
+        store = Store(self.settings.state_dir)
+        try:
+            with store.lock(blocking=False, holder="edge-provision run"):
+                remove_leftovers(self.settings, store)
+        except LockBusy:  # a running enroll/renew removes them itself
+            logger.info("leftovers not checked: another run holds the state lock")
+        except EdgeProvisionError as exc:
+            logger.warning("leftovers not removed error=%s", exc)
 
     @staticmethod
     def _check_state_dir(state_dir: Path) -> None:

@@ -6,9 +6,8 @@ it starts with ``@``). Outside systemd it is a no-op; a failing send is logged o
 debug level and never raised, because the daemon must not die for want of a status line.
 
 :func:`watchdog_interval_s` says how often to send ``WATCHDOG=1`` (half of
-``$WATCHDOG_USEC``, as ``sd_watchdog_enabled(3)`` recommends) and
-:func:`journal_logging_wanted` whether stderr goes to the journal (then log lines need no
-timestamp).
+``$WATCHDOG_USEC``, as ``sd_watchdog_enabled(3)`` recommends). Whether stderr is the
+journal is :func:`edge_provision.logs.journal_logging_wanted` (the log format follows it).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import socket
 import time
 from collections.abc import Mapping
 
-__all__ = ["Notifier", "journal_logging_wanted", "watchdog_interval_s"]
+__all__ = ["Notifier", "watchdog_interval_s"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,23 +131,3 @@ def watchdog_interval_s(
             return None
     return usec / 2 / 1_000_000
 
-
-def journal_logging_wanted(
-    env: Mapping[str, str] | None = None, *, stderr_fd: int | None = None
-) -> bool:
-    """True when ``$JOURNAL_STREAM`` is set: stderr is connected to the journal.
-
-    With ``stderr_fd`` the ``device:inode`` it names must also match that descriptor,
-    as ``systemd.exec(5)`` recommends (a child whose stderr was redirected says False).
-    """
-    env = os.environ if env is None else env
-    stream = env.get("JOURNAL_STREAM", "")
-    if not stream:
-        return False
-    if stderr_fd is None:
-        return True
-    try:
-        st = os.fstat(stderr_fd)
-    except OSError:
-        return False
-    return stream == f"{st.st_dev}:{st.st_ino}"

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from edge_provision.agent.certificates import schedule_for
 from edge_provision.agent.enroll.ports import EnrollClients, Verified, Verifier
@@ -38,12 +38,14 @@ from edge_provision.agent.enroll.steps import (
     Enrollment,
     handoff_pending,
 )
-from edge_provision.agent.handoff import HandoffReport
-from edge_provision.agent.identity import InterfaceInfo
+from edge_provision.agent.identity import InterfaceInfo, mismatch_error
 from edge_provision.agent.status import CredentialSummary, summarize
 from edge_provision.agent.store import Generation, Phase, Store
 from edge_provision.clock import iso, utc_now
 from edge_provision.settings import AgentSettings
+
+if TYPE_CHECKING:
+    from edge_provision.agent.handoff import HandoffReport
 
 __all__ = [
     "EnrollClients",
@@ -120,11 +122,16 @@ def enroll(
     with store.lock(blocking=False):
         store.cleanup_temp()
         with runner.failures(lambda: e.ident.external_id if e.ident else None):
+            runner.hold()  # the no-op below must write nothing
             runner.perform(e, IDENTITY)
             current = store.current_generation()
+            if current is not None and not force and current.external_id != e.identity.external_id:
+                raise mismatch_error(e.identity, current.number, current.external_id)
             if (current is not None and not force and not current.is_fallback
                     and current.external_id == e.identity.external_id):
+                runner.drop()
                 return _already_provisioned(runner, e, current)
+            runner.release()
             before = store.update_state(lambda s: dataclasses.replace(
                 s.bump("enroll_runs"), phase=Phase.ENROLLING))
             if before.mapping_in_flight:

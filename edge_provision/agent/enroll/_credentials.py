@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Optional
 from edge_provision.agent.enroll.ports import CertsPort
 from edge_provision.agent.store import StoredChannel, StoredThing
 from edge_provision.errors import CertificateError
-from edge_provision.layout import control_first
 
 if TYPE_CHECKING:
     from edge_provision.platform import BootstrapConfig, MappingResult, PlatformChannel
@@ -45,6 +44,8 @@ class CredentialSet:
 
 def order_channels(channels: Sequence[PlatformChannel]) -> tuple[StoredChannel, ...]:
     """Control first, then data, export, untyped (platform order within each type)."""
+    from edge_provision.layout import control_first  # here: the no-op enroll never orders
+
     ordered = control_first(channels, lambda c: c.type)
     return tuple(StoredChannel(c.id, c.name, dict(c.metadata)) for c in ordered)
 

@@ -21,13 +21,13 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import Enum
 from typing import Callable, Generic, Optional, TypeVar, Union
 
 from edge_provision import deadline
 from edge_provision.agent.store import Phase, State, Store
-from edge_provision.clock import iso
+from edge_provision.clock import iso, later
 from edge_provision.errors import EdgeProvisionError, Reason, RetryClass, TransientError
 
 __all__ = [
@@ -150,6 +150,23 @@ class StepRunner:
         self.events: list[StepEvent] = []
         self.step = Step.IDENTITY
         self._journal = True
+        self._held: list[tuple[str, str, Mapping[str, str], str]] | None = None
+
+    def hold(self) -> None:
+        """Keep journal entries in memory from now on: a run that changes nothing writes
+        nothing. :meth:`release` writes them, :meth:`drop` forgets them; a failure writes
+        them with the failure."""
+        self._held = []
+
+    def release(self) -> None:
+        """Write the held journal entries (one save) and journal directly again."""
+        held, self._held = self._held or [], None
+        if held:
+            self.store.update_state(lambda s: _replay(s, held))
+
+    def drop(self) -> None:
+        """Forget the held journal entries (nothing changed) and journal directly again."""
+        self._held = None
 
     def perform(self, ctx: C, spec: StepDef[C]) -> None:
         """Announce ``spec``'s step (journalled first), run it, report its outcome.
@@ -204,6 +221,9 @@ class StepRunner:
 
     def _record(self, status: str, detail: Mapping[str, str]) -> None:
         at = iso(self.clock())
+        if self._held is not None:
+            self._held.append((self.step.value, status, dict(detail), at))
+            return
         self.store.update_state(lambda s: s.record(self.step.value, status, detail, at=at))
 
     def _announce(self, event: StepEvent) -> None:
@@ -221,15 +241,17 @@ class StepRunner:
             if exc.retry_class is RetryClass.TRANSIENT:
                 phase = Phase.PROVISIONED if has_current else Phase.UNPROVISIONED
                 wait = exc.retry_after_s if isinstance(exc, TransientError) else None
-                next_at = now + timedelta(seconds=wait or 0.0)
+                next_at = later(now, wait or 0.0)
                 counter = "transient_failures"
             else:
                 phase = Phase.PROVISIONED if has_current else Phase.FAILED_PERMANENT
-                next_at = now + timedelta(seconds=self.permanent_retry_s)
+                next_at = later(now, self.permanent_retry_s)
                 counter = "permanent_failures"
 
+            held, self._held = self._held or [], None
+
             def change(state: State) -> State:
-                state = state.record(step, "failed",
+                state = _replay(state, held).record(step, "failed",
                                      {"error": exc.kind, "reason": exc.reason.value},
                                      at=iso(now))  # fmt: skip
                 state = state.with_error(exc.kind, f"step {step}: {exc}", at=iso(now))
@@ -239,3 +261,10 @@ class StepRunner:
             self.store.update_state(change)
         except EdgeProvisionError as store_exc:  # the original error matters more
             logger.error("cannot record the failure error=%s", store_exc)
+
+
+def _replay(state: State, held: list[tuple[str, str, Mapping[str, str], str]]) -> State:
+    """``state`` with the held journal entries appended in order."""
+    for step, status, detail, at in held:
+        state = state.record(step, status, detail, at=at)
+    return state

@@ -34,7 +34,6 @@ from edge_provision.agent.enroll.runner import (
     done,
     skipped,
 )
-from edge_provision.agent.handoff import HandoffReport, hand_off
 from edge_provision.agent.identity import Identity, InterfaceInfo, identity_for
 from edge_provision.agent.store import Generation, GenerationData, Phase, State, Store
 from edge_provision.clock import iso
@@ -49,6 +48,7 @@ from edge_provision.errors import (
 from edge_provision.settings import AgentSettings
 
 if TYPE_CHECKING:
+    from edge_provision.agent.handoff import HandoffReport
     from edge_provision.platform import BootstrapConfig, MappingResult
 
 __all__ = ["HANDOFF", "IDENTITY", "STEPS", "Enrollment", "handoff_pending"]
@@ -361,6 +361,8 @@ def _handoff_begin(e: Enrollment) -> Begin:
 
 
 def _handoff_run(e: Enrollment) -> Outcome:
+    from edge_provision.agent.handoff import hand_off  # here: a no-op enroll hands off nothing
+
     report = hand_off(e.settings, e.new_generation, e.identity.external_id, store=e.store)
     e.handoff = report
     if report.ok:

@@ -1,4 +1,4 @@
-"""When to renew a certificate (pure: standard library only, no clock, no I/O).
+"""When to renew a certificate (pure: standard library and the time helpers, no I/O).
 
 Policy, for a certificate valid from ``not_before`` to ``not_after`` (lifetime ``L``):
 
@@ -30,6 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Optional
+
+from edge_provision.clock import later
 
 __all__ = [
     "CHECK_INTERVAL",
@@ -135,5 +137,5 @@ def next_action(
     """``renew`` at the :func:`earliest_renewal` of ``certificates``, else ``check`` later."""
     when = earliest_renewal(certificates, policy)
     if when is None:
-        return NextAction("check", now + CHECK_INTERVAL)
+        return NextAction("check", later(now, CHECK_INTERVAL.total_seconds()))
     return NextAction("renew", when, when)

@@ -32,17 +32,17 @@ import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from edge_provision.agent.backoff import backoff_delay_s
-from edge_provision.agent.certificates import certificate_infos, schedule_for
+from edge_provision.agent.certificates import CertFacts, certificate_infos, schedule_for
 from edge_provision.agent.enroll import EnrollClients, Verifier, enroll
 from edge_provision.agent.handoff import hand_off
-from edge_provision.agent.identity import identity_for
+from edge_provision.agent.identity import identity_for, mismatch_error
 from edge_provision.agent.renew.policy import RenewalPolicy, renewal_time
 from edge_provision.agent.store import Generation, GenerationData, Phase, State, Store
-from edge_provision.clock import iso, parse_iso
+from edge_provision.clock import iso, later, parse_iso
 from edge_provision.crypto import pki
 from edge_provision.errors import (
     CertificateError,
@@ -53,13 +53,14 @@ from edge_provision.errors import (
     TransientError,
     Unauthorized,
 )
+from edge_provision.logs import register_secret
 from edge_provision.settings import AgentSettings
 
 __all__ = ["RenewResult", "renew"]
 
 logger = logging.getLogger(__name__)
 
-_DUE_TOLERANCE = timedelta(seconds=1)  # next_action_at is stored with whole seconds
+_DUE_TOLERANCE_S = 1.0  # next_action_at is stored with whole seconds
 _ATTEMPT = "renew_attempt"
 
 
@@ -127,12 +128,16 @@ def renew(
     with store.lock(blocking=False):
         store.cleanup_temp()
         current = store.current_generation()
-        if current is None:
+        lost = None if current is not None else (store.linked_generation()
+                                                 or store.load_state().current_generation)
+        if current is None and lost is None:
             raise StoreError(
                 f"{store.state_dir}: this gateway has no current credentials; run "
                 "`edge-provision enroll` first"
             )
         try:
+            if current is None:
+                return _repair_damaged(run, lost)
             return _renew(run, current, force)
         except EdgeProvisionError as exc:
             _record_failure(run, exc)
@@ -148,7 +153,7 @@ def _renew(run: _Run, current: Generation, force: bool) -> RenewResult:
     policy = RenewalPolicy(renew_before_s=run.settings.renew_before_s)
     scheduled = parse_iso(state.next_action_at) if state.next_action == "renew" else None
     due = force or (scheduled is not None and scheduled <= now) or any(
-        now + _DUE_TOLERANCE >= renewal_time(i.not_before, i.not_after, policy,
+        later(now, _DUE_TOLERANCE_S) >= renewal_time(i.not_before, i.not_after, policy,
                                              random.Random(i.serial))
         for i in infos.values()
     )
@@ -176,10 +181,12 @@ def _renew(run: _Run, current: Generation, force: bool) -> RenewResult:
     action, action_at, renewal = _schedule(current, run.settings, now)
     verified = "credentials verified over MQTT" if run.verifier is not None else "nothing checked"
     reason = (f"checked: {verified}" if checking else f"not due until {renewal}; {verified}")
-    run.update(lambda s: dataclasses.replace(
-        s, phase=Phase.PROVISIONED, last_error=None, next_action=action,
-        next_action_at=action_at).record("check", "done", {"result": reason[:200]},
-                                         at=iso(now)))  # fmt: skip
+    state = run.store.load_state()
+    settled = dataclasses.replace(state, phase=Phase.PROVISIONED, last_error=None,
+                                  next_action=action, next_action_at=action_at)  # fmt: skip
+    if settled != state:  # a check that changes nothing writes nothing (a full disk, flash)
+        run.store.save_state(settled.record("check", "done", {"result": reason[:200]},
+                                            at=iso(now)))  # fmt: skip
     gateway = infos.get(current.gateway_thing_id)
     return RenewResult(ok=True, renewed=False, generation=current.number,
                        serial=gateway.serial if gateway else None,
@@ -191,16 +198,54 @@ def _renew(run: _Run, current: Generation, force: bool) -> RenewResult:
 
 
 def _bootstrap_changed(run: _Run, current: Generation) -> str | None:
-    """Why the platform's bootstrap config differs from ``current`` (None if it does not)."""
+    """Why the platform's bootstrap config differs from ``current`` (None if it does not).
+
+    An identity that is not the one ``current`` was enrolled with (``identity.json`` edited,
+    another ``external_id`` set) is refused: looking it up would find nothing and
+    reprovisioning would create a second set of things.
+    """
     ident = identity_for(run.settings)
+    if ident.external_id != current.external_id:
+        raise mismatch_error(ident, current.number, current.external_id)
     config = run.clients.bootstrap.fetch(ident.external_id, ident.external_key,
                                          secure=run.settings.secure_bootstrap)  # fmt: skip
     if config is None:
         return "the platform no longer has our bootstrap config (404)"
+    register_secret(config.thing_key)
     gateway = current.gateway_thing
     if config.thing_id != gateway.id or config.thing_key != gateway.key:
         return f"the platform now maps us to thing {config.thing_id} (was {gateway.id})"
     return None
+
+
+def _repair_damaged(run: _Run, lost: int | None) -> RenewResult:
+    """The current generation is damaged and no older one is valid: enroll again.
+
+    The identity is kept, so the lookup finds the same bootstrap config and the same things
+    come back in a new generation (never a second set of things).
+    """
+    run.step = "reprovision"
+    why = f"generation {lost} is damaged and no older valid generation exists"
+    logger.warning("current generation damaged number=%s; enrolling again", lost)
+    run.journal("started", {"reason": why})
+    return _enroll_again(run, f"repaired: {why}; enrolled again", force=False)
+
+
+def _enroll_again(run: _Run, reason: str, *, force: bool) -> RenewResult:
+    """Enroll inside this renew run (same lock, same identity); its result as a renewal's."""
+    enrolled = enroll(run.settings, run.store, run.clients, verifier=run.verifier, force=force,
+                      clock=run.clock)  # fmt: skip
+    run.step = "reprovision"
+    run.journal("done", {"result": "enrolled again", "generation": str(enrolled.generation)})
+    run.update(lambda s: s.bump("reprovisions"))
+    generation = run.store.load_generation(enrolled.generation)
+    infos = certificate_infos(generation).get(generation.gateway_thing_id)
+    _, _, renewal = _schedule(generation, run.settings, run.clock())
+    return RenewResult(ok=True, renewed=bool(generation.certificates),
+                       generation=generation.number, serial=infos.serial if infos else None,
+                       not_after=iso(infos.not_after) if infos else None,
+                       next_renewal_at=renewal, reason=reason, reprovisioned=True,
+                       next_action=enrolled.next_action)  # fmt: skip
 
 
 def _reprovision(run: _Run, current: Generation, why: str, *,
@@ -225,19 +270,7 @@ def _reprovision(run: _Run, current: Generation, why: str, *,
             "to its channels?) or have an operator re-create the bootstrap config"
         )
     logger.warning("reprovisioning reason=%s", changed)
-    enrolled = enroll(run.settings, run.store, run.clients, verifier=run.verifier, force=True,
-                      clock=run.clock)  # fmt: skip
-    run.step = "reprovision"
-    run.journal("done", {"result": "enrolled again", "generation": str(enrolled.generation)})
-    run.update(lambda s: s.bump("reprovisions"))
-    generation = run.store.load_generation(enrolled.generation)
-    infos = certificate_infos(generation).get(generation.gateway_thing_id)
-    _, _, renewal = _schedule(generation, run.settings, run.clock())
-    return RenewResult(ok=True, renewed=bool(generation.certificates),
-                       generation=generation.number, serial=infos.serial if infos else None,
-                       not_after=iso(infos.not_after) if infos else None,
-                       next_renewal_at=renewal, reason=f"reprovisioned: {changed}",
-                       reprovisioned=True, next_action=enrolled.next_action)  # fmt: skip
+    return _enroll_again(run, f"reprovisioned: {changed}", force=True)
 
 
 # --------------------------------------------------------------------------- renewal
@@ -252,7 +285,7 @@ def _trusted_ca(current: Generation) -> str | None:
         raise StoreError(f"{current.ca_path}: cannot read the trusted CA: {exc.strerror}") from exc
 
 
-def _new_certificate(run: _Run, thing_id: str, thing_key: str, old: pki.CertInfo,
+def _new_certificate(run: _Run, thing_id: str, thing_key: str, old: CertFacts,
                      csr: bool) -> tuple[str, str, str]:  # fmt: skip
     """(cert_pem, key_pem, ca_pem from the server) for ``thing_id``."""
     certs, settings = run.clients.certs, run.settings
@@ -370,7 +403,7 @@ def _record_failure(run: _Run, exc: EdgeProvisionError) -> None:
             return dataclasses.replace(
                 s, phase=Phase.PROVISIONED if has_current else Phase.FAILED_PERMANENT,
                 next_action=s.next_action if s.next_action == "enroll" else "renew",
-                next_action_at=iso(now + timedelta(seconds=delay)))  # fmt: skip
+                next_action_at=iso(later(now, delay)))  # fmt: skip
 
         run.update(change)
         logger.error("%s failed error=%s retry_in_s=%.1f", step, exc, delay)

@@ -18,11 +18,13 @@ Layout of ``state_dir`` (0700)::
                                written last                                       0600
     generations/.tmp-<n>/    a generation being written; renamed to <n> when complete
     current -> generations/<n>   relative symlink, flipped with one atomic rename
-    .lock                    flock(2) lock file guarding every write
+    .lock                    flock(2) lock file guarding every write; while held it says who
+                             holds it: {"pid", "command", "since"}
 
 API: ``Store(state_dir, *, clock=None)``; ``with store.lock(blocking=True):`` around every
-write (writes outside it raise :class:`StoreError`; the lock is re-entrant within a thread and
-``blocking=False`` raises StoreError at once if another process holds it).
+write (writes outside it raise :class:`StoreError`; the lock is re-entrant within a thread;
+another process's lock is waited for, ``wait_s`` at most, and ``blocking=False`` raises
+:class:`~edge_provision.errors.LockBusy` at once; the lock file names its holder).
 ``load_state() -> State`` never raises on damage: a damaged ``state.json`` falls back to
 ``state.json.prev`` (``recovered_from == "state.json.prev"``), both damaged to a fresh state
 (``recovered_from == "fresh"``), each with a warning. ``save_state(state)``;
@@ -46,14 +48,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
-import hmac
 import logging
 import os
 import re
-import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -70,6 +69,7 @@ from edge_provision.agent.store.model import (
     State,
     StoredChannel,
     StoredThing,
+    certificate_facts,
     generation_number,
     json_records,
     link_number,
@@ -78,11 +78,11 @@ from edge_provision.agent.store.model import (
     read_file,
     render_generation,
     seal,
-    store_error,
+    sha256_hex,
     str_field,
     unseal,
 )
-from edge_provision.errors import StoreError
+from edge_provision.errors import EdgeProvisionError, StoreError
 
 __all__ = [
     "JOURNAL_LIMIT",
@@ -102,14 +102,17 @@ logger = logging.getLogger(__name__)
 _MANIFEST_VERSION = 1
 _REQUIRED_FILES = ("things.json", "channels.json", "credentials.json", "bootstrap.json")
 _GEN_TEMP_RE = re.compile(r"^\.(tmp|trash)-\d+$")
-_OUR_TEMP_RE = re.compile(r"^\.(state\.json|state\.json\.prev|current)\.[0-9a-f]+\.tmp$")
+_OWN_FILES = ("state.json", "state.json.prev", "current")  # written with a staging file
 
 
 class Store:
     """The credential store in ``state_dir``; see the module docstring."""
 
-    def __init__(self, state_dir: Path, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, state_dir: Path, *, clock: Callable[[], datetime] | None = None,
+                 describe_certificate: Callable[[bytes], Mapping[str, str]] | None = None
+                 ) -> None:  # fmt: skip
         self.state_dir = Path(state_dir)
+        self._describe = describe_certificate
         self.state_path = self.state_dir / "state.json"
         self.prev_path = self.state_dir / "state.json.prev"
         self.generations_dir = self.state_dir / "generations"
@@ -130,8 +133,15 @@ class Store:
     # -- locking --------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self, blocking: bool = True) -> Iterator[None]:
-        """Hold the state directory's exclusive lock (re-entrant within one thread)."""
+    def lock(self, blocking: bool = True, *, wait_s: float | None = None,
+             holder: str | None = None,
+             on_wait: Callable[[str], None] | None = None) -> Iterator[None]:  # fmt: skip
+        """Hold the state directory's exclusive lock (re-entrant within one thread).
+
+        Another process's lock is waited for (see :func:`edge_provision.fileio.exclusive_lock`:
+        ``wait_s`` bounds the wait, ``blocking=False`` does not wait, ``holder`` is written
+        into the lock file, ``on_wait`` hears who holds it); then LockBusy.
+        """
         if not self._mutex.acquire(blocking=blocking):
             raise StoreError(
                 f"{self.lock_path}: another thread of this process holds the state lock"
@@ -145,7 +155,8 @@ class Store:
                     self._depth -= 1
                 return
             fileio.ensure_private_dir(self.state_dir)
-            with fileio.exclusive_lock(self.lock_path, blocking=blocking):
+            with fileio.exclusive_lock(self.lock_path, blocking=blocking, wait_s=wait_s,
+                                       holder=holder, on_wait=on_wait):  # fmt: skip
                 self._owner, self._depth = threading.get_ident(), 1
                 try:
                     yield
@@ -231,7 +242,7 @@ class Store:
         except FileNotFoundError:
             return ()
         except OSError as exc:
-            raise store_error(self.generations_dir, "list", exc) from exc
+            raise fileio.os_error(self.generations_dir, "list", exc) from exc
         return tuple(sorted(n for n in map(generation_number, names) if n is not None))
 
     def write_generation(self, data: GenerationData) -> int:
@@ -248,14 +259,14 @@ class Store:
         final = self.generations_dir / str(number)
         try:
             if tmp.exists():
-                shutil.rmtree(tmp)
+                _rmtree(tmp)
             os.mkdir(tmp, fileio.DIR_MODE)
             os.chmod(tmp, fileio.DIR_MODE)
             manifest: dict[str, object] = {}
             for name, (content, mode) in files.items():
                 _write_new(tmp / name, content, mode)
                 manifest[name] = {
-                    "sha256": hashlib.sha256(content).hexdigest(),
+                    "sha256": sha256_hex(content),
                     "mode": f"{mode:04o}",
                 }
             doc = {
@@ -263,13 +274,15 @@ class Store:
                 "generation": number,
                 "created": self._now(),
                 "files": manifest,
+                "certificates": self._certificate_facts(files),
             }
             _write_new(tmp / "manifest.json", seal(doc), fileio.SECRET_MODE)
             fileio.fsync_dir(tmp)
             os.rename(tmp, final)
             fileio.fsync_dir(self.generations_dir)
         except OSError as exc:
-            raise store_error(final, "write the generation", exc) from exc
+            _rmtree(tmp, ignore_errors=True)  # a full disk must not keep the half of it
+            raise fileio.os_error(final, "write the generation", exc) from exc
         logger.info(
             "generation written number=%s source=%s things=%s certificates=%s",
             number,
@@ -278,6 +291,21 @@ class Store:
             len(data.certificates),
         )
         return number
+
+    def _certificate_facts(self, files: Mapping[str, tuple[bytes, int]]
+                           ) -> dict[str, Mapping[str, str]]:  # fmt: skip
+        """What each ``.crt`` says (subject, serial, validity), recorded for readers that must
+        not load a crypto library (``status``); left out when no describer was given."""
+        if self._describe is None:
+            return {}
+        facts: dict[str, Mapping[str, str]] = {}
+        for name, (content, _) in files.items():
+            if name.endswith(".crt"):
+                try:
+                    facts[name] = dict(self._describe(content))
+                except EdgeProvisionError as exc:  # unreadable: readers parse it themselves
+                    logger.warning("certificate not described file=%s error=%s", name, exc)
+        return facts
 
     def verify_generation(self, number: int) -> tuple[str, ...]:
         """What is wrong with generation ``number`` (empty when it is complete and intact)."""
@@ -315,7 +343,7 @@ class Store:
             return None
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: "current" exists but is not a symlink
-                raise store_error(self.current_link, "read the link", exc) from exc
+                raise fileio.os_error(self.current_link, "read the link", exc) from exc
             target = ""
         number = link_number(target)
         if number is not None:
@@ -356,69 +384,99 @@ class Store:
             trash = self.generations_dir / f".trash-{n}"
             try:
                 if trash.exists():  # litter of an interrupted prune
-                    shutil.rmtree(trash)
+                    _rmtree(trash)
                 os.rename(self.generations_dir / str(n), trash)
                 fileio.fsync_dir(self.generations_dir)
-                shutil.rmtree(trash)
+                _rmtree(trash)
             except OSError as exc:
-                raise store_error(
+                raise fileio.os_error(
                     self.generations_dir / str(n), "delete the generation", exc
                 ) from exc
         if removed:
             logger.info("generations pruned removed=%s", ",".join(map(str, removed)))
         return removed
 
-    def forget_current(self) -> State:
-        """For ``reset``: remove the ``current`` link, set phase UNPROVISIONED; keep generations."""
+    def forget_current(self, change: Callable[[State], State] | None = None) -> State:
+        """For ``reset``: remove the ``current`` link, set phase UNPROVISIONED; keep generations.
+
+        All or nothing: the new state (with ``change`` applied, e.g. a journal entry) is
+        saved first, then the link removed; if either fails (a full disk, a read-only file
+        system) nothing has changed and StoreError says why. A crash between the two leaves
+        the link, which wins over the state (it is the source of truth): still nothing done.
+        """
         self._require_lock("forget_current")
+        old = self.load_state()
+        new = dataclasses.replace(old, phase=Phase.UNPROVISIONED, current_generation=None,
+                                  mapping_in_flight=False, next_action=None,
+                                  next_action_at=None)  # fmt: skip
+        if change is not None:
+            new = change(new)
+        self.save_state(new)
         try:
             os.unlink(self.current_link)
-            fileio.fsync_dir(self.state_dir)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise store_error(self.current_link, "remove the link", exc) from exc
-        state = dataclasses.replace(
-            self.load_state(),
-            phase=Phase.UNPROVISIONED,
-            current_generation=None,
-            mapping_in_flight=False,
-            next_action=None,
-            next_action_at=None,
-        )
-        self.save_state(state)
+            with contextlib.suppress(StoreError):
+                self.save_state(old)  # put the old state back: the link is still there
+            raise fileio.os_error(self.current_link, "remove the link", exc) from exc
+        with contextlib.suppress(OSError):  # durable at the next fsync if not now
+            fileio.fsync_dir(self.state_dir)
         logger.info("current generation forgotten")
-        return state
+        return new
 
     def cleanup_temp(self) -> tuple[str, ...]:
-        """Remove litter of interrupted writes: ``generations/.tmp-*``, ``.trash-*``, temp files."""
+        """Remove litter of the store's interrupted writes: ``generations/.tmp-*``, ``.trash-*``
+        and the staging files of ``state.json``, ``state.json.prev`` and ``current`` (those of
+        other files are their owners' business); their paths relative to the state dir."""
         self._require_lock("cleanup_temp")
-        removed: list[str] = []
-        candidates: list[Path] = []
-        for directory, pattern in (
-            (self.generations_dir, _GEN_TEMP_RE),
-            (self.state_dir, _OUR_TEMP_RE),
-        ):
-            try:
-                candidates += [
-                    directory / n for n in sorted(os.listdir(directory)) if pattern.match(n)
-                ]
-            except FileNotFoundError:
+        removed = [str(p.relative_to(self.state_dir)) for name in _OWN_FILES
+                   for p in fileio.remove_temp_files(self.state_dir, of=name)]
+        try:
+            names = sorted(os.listdir(self.generations_dir))
+        except FileNotFoundError:
+            names = []
+        except OSError as exc:
+            raise fileio.os_error(self.generations_dir, "list", exc) from exc
+        for name in names:
+            path = self.generations_dir / name
+            if not _GEN_TEMP_RE.match(name) and not fileio.is_temp_name(name):
                 continue
-            except OSError as exc:
-                raise store_error(directory, "list", exc) from exc
-        for path in candidates:
             try:
                 if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
+                    _rmtree(path)
                 else:
                     path.unlink()
             except OSError as exc:
-                raise store_error(path, "remove", exc) from exc
+                raise fileio.os_error(path, "remove", exc) from exc
             removed.append(str(path.relative_to(self.state_dir)))
         if removed:
             logger.info("temporary files removed count=%s", len(removed))
         return tuple(removed)
+
+    def linked_generation(self) -> int | None:
+        """The number the ``current`` link names (None: no link), whether valid or not."""
+        return self._linked_number()
+
+    def expected_modes(self) -> Iterator[tuple[Path, int]]:
+        """(path, the mode it must not be looser than) for every file and directory of the
+        store that exists: the state directory, state files, the lock, each generation and
+        each file its manifest lists (keys 0600, certificates 0644)."""
+        own = [(self.state_dir, fileio.DIR_MODE), (self.generations_dir, fileio.DIR_MODE),
+               (self.state_path, fileio.SECRET_MODE), (self.prev_path, fileio.SECRET_MODE),
+               (self.lock_path, fileio.SECRET_MODE)]  # fmt: skip
+        for number in self.list_generations():
+            path = self.generations_dir / str(number)
+            own += [(path, fileio.DIR_MODE), (path / "manifest.json", fileio.SECRET_MODE)]
+            with contextlib.suppress(FileNotFoundError, ValueError, StoreError):
+                listed = unseal(read_file(path / "manifest.json")).get("files")
+                for name, meta in (listed.items() if isinstance(listed, dict) else ()):
+                    mode = meta.get("mode") if isinstance(meta, dict) else None
+                    if isinstance(mode, str) and "/" not in name and not name.startswith("."):
+                        own.append((path / name, int(mode, 8) & 0o777))
+        for path, mode in own:
+            if path.exists() and not path.is_symlink():
+                yield path, mode
 
     def _linked_number(self) -> int | None:
         try:
@@ -444,9 +502,7 @@ class Store:
                 blobs[name] = read_file(path / name)
             except FileNotFoundError:
                 raise ValueError(f"{name} missing") from None
-            if not hmac.compare_digest(
-                hashlib.sha256(blobs[name]).hexdigest(), str(meta.get("sha256"))
-            ):
+            if sha256_hex(blobs[name]) != str(meta.get("sha256")):
                 raise ValueError(f"{name} does not match its sha256 in manifest.json")
         missing = [n for n in _REQUIRED_FILES if n not in blobs]
         if missing:
@@ -482,10 +538,18 @@ class Store:
             str_field(boot, "created"),
             certs,
             "ca.crt" in blobs,
+            cert_facts=certificate_facts(manifest, blobs),
         )
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _rmtree(path: Path, ignore_errors: bool = False) -> None:
+    """:func:`shutil.rmtree`, imported on first use: the lean daemon never removes a tree."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
 
 
 def _write_new(path: Path, content: bytes, mode: int) -> None:

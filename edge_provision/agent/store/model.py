@@ -10,20 +10,20 @@ imports this module.
 from __future__ import annotations
 
 import dataclasses
-import errno
-import hashlib
-import hmac
+import importlib
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from edge_provision import fileio
 from edge_provision.clock import iso, utc_now
 from edge_provision.errors import StoreError
+from edge_provision.logs import register_secret
 
 __all__ = [
     "JOURNAL_LIMIT",
@@ -53,6 +53,7 @@ class Phase(str, Enum):
     PROVISIONED = "provisioned"
     RENEWING = "renewing"
     FAILED_PERMANENT = "failed-permanent"
+    DAMAGED = "damaged"  # status only, never stored: the only generation is damaged
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,12 @@ class StoredThing:
     key: str
     metadata: Mapping[str, object] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Wherever a thing key is loaded (store, mapping, bootstrap config) it becomes a
+        # StoredThing: from then on the log redaction filter masks it (it is also the
+        # thing's MQTT password, and upstream Certs puts it in certificate CNs).
+        register_secret(self.key)
+
     def __repr__(self) -> str:  # the key must never reach a log line
         return f"StoredThing(id={self.id!r}, name={self.name!r}, key=<redacted>)"
 
@@ -252,6 +259,9 @@ class Generation:
     has_ca: bool
     fallback_from: Optional[int] = None
     fallback_reason: Optional[str] = None
+    cert_facts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """What each certificate file says (``{"<id>.crt": {"subject", "issuer", "serial",
+    "not_before", "not_after"}}``), recorded when it was written; empty for older ones."""
 
     def __repr__(self) -> str:
         return (
@@ -290,24 +300,11 @@ class Generation:
         try:
             return cert.read_text("utf-8"), key.read_text("utf-8")
         except OSError as exc:
-            raise store_error(self.path, "read the certificate", exc) from exc
+            raise fileio.os_error(self.path, "read the certificate", exc) from exc
         except UnicodeDecodeError:
             raise StoreError(
                 f"{self.path}: certificate of {thing_id} is not text; enroll again"
             ) from None
-
-
-def store_error(path: Path, action: str, exc: OSError) -> StoreError:
-    """An OSError as a StoreError naming the path and the likely fix."""
-    hints = {
-        errno.EACCES: "run as the service user or fix ownership of the state directory",
-        errno.EPERM: "run as the service user or fix ownership of the state directory",
-        errno.ENOSPC: "free some disk space",
-        errno.EDQUOT: "free some disk space or raise the quota",
-        errno.EROFS: "the filesystem is read-only; remount it read-write or pick --state-dir",
-    }
-    hint = hints.get(exc.errno or 0, "check the state directory (--state-dir) and the disk")
-    return StoreError(f"{path}: cannot {action}: {exc.strerror or exc}; {hint}")
 
 
 def read_file(path: Path) -> bytes:
@@ -317,9 +314,37 @@ def read_file(path: Path) -> bytes:
     except FileNotFoundError:
         raise
     except PermissionError as exc:
-        raise store_error(path, "read", exc) from exc
+        raise fileio.os_error(path, "read", exc) from exc
     except OSError as exc:
         raise ValueError(f"{path.name}: unreadable: {exc.strerror or exc}") from None
+
+
+def _sha256_constructor() -> Callable[[bytes], Any]:
+    """CPython's own SHA-256 (``_sha2``, ``_sha256`` before 3.12), else hashlib's.
+
+    ``hashlib`` maps OpenSSL's libcrypto (about 3.5 MB of RSS) into the process; the lean
+    daemon verifies checksums too, and needs nothing of OpenSSL for it. These are
+    integrity checksums of our own files, not MACs: no secret takes part, so comparing
+    them takes no constant-time compare either.
+    """
+    for name in ("_sha2",) if sys.version_info >= (3, 12) else ("_sha256",):
+        try:
+            constructor = getattr(importlib.import_module(name), "sha256", None)
+        except ImportError:
+            continue
+        if callable(constructor):
+            return constructor  # type: ignore[no-any-return]
+    import hashlib
+
+    return hashlib.sha256
+
+
+_SHA256 = _sha256_constructor()
+
+
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` in lower-case hex (see :func:`_sha256_constructor`)."""
+    return str(_SHA256(data).hexdigest())
 
 
 def _canonical(doc: Mapping[str, object]) -> bytes:
@@ -330,7 +355,7 @@ def _canonical(doc: Mapping[str, object]) -> bytes:
 
 def seal(body: Mapping[str, object]) -> bytes:
     """Pretty JSON of ``body`` plus ``"sha256"`` of its canonical form."""
-    doc = dict(body, sha256=hashlib.sha256(_canonical(body)).hexdigest())
+    doc = dict(body, sha256=sha256_hex(_canonical(body)))
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -345,7 +370,7 @@ def unseal(raw: bytes) -> dict[str, object]:
     digest = doc.pop("sha256", None)
     if not isinstance(digest, str):
         raise ValueError("no sha256 checksum")
-    if not hmac.compare_digest(digest, hashlib.sha256(_canonical(doc)).hexdigest()):
+    if digest != sha256_hex(_canonical(doc)):
         raise ValueError("sha256 checksum mismatch")
     return doc
 
@@ -446,6 +471,23 @@ def object_field(doc: Mapping[str, object], key: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise ValueError(f"{key}: expected an object")
     return value
+
+
+_FACT_KEYS = ("subject", "issuer", "serial", "not_before", "not_after")
+
+
+def certificate_facts(manifest: Mapping[str, object],
+                      blobs: Mapping[str, bytes]) -> dict[str, Mapping[str, str]]:  # fmt: skip
+    """The recorded facts of the manifest's certificates that are there and well formed."""
+    recorded = manifest.get("certificates")
+    if not isinstance(recorded, dict):
+        return {}
+    facts: dict[str, Mapping[str, str]] = {}
+    for name, entry in recorded.items():
+        if (name in blobs and isinstance(entry, dict)
+                and all(isinstance(entry.get(k), str) for k in _FACT_KEYS)):  # fmt: skip
+            facts[name] = {k: entry[k] for k in _FACT_KEYS}
+    return facts
 
 
 def generation_number(name: str) -> int | None:
