@@ -106,3 +106,16 @@ def test_only_a_plain_run_command_line_skips_click(argv: list[str],
         return
     assert ctx is not None
     assert (ctx.config, ctx.flags["state_dir"], ctx.flags["log_level"]) == expected
+
+
+@pytest.mark.parametrize(("deadline", "expected"), [("10m", 600 + 10 + 30), ("1d", 86400 + 10 + 30),
+                                                     ("5s", 5 + 1 + 30)])
+def test_a_child_may_run_its_whole_run_deadline(tmp_path: Path, deadline: str,
+                                                expected: float) -> None:
+    """The daemon kills a child only after its run deadline, the backstop's grace and start-up."""
+    from edge_provision.agent.daemon.supervisor import Daemon
+
+    settings = load_agent_settings(env={"EDGE_PROVISION_STATE_DIR": str(tmp_path),
+                                        "EDGE_PROVISION_RUN_DEADLINE": deadline})
+    assert Daemon(settings, env={}).child_timeout_s() == expected
+    assert Daemon(settings, env={}, child_timeout_s=3.0).child_timeout_s() == 3.0

@@ -152,6 +152,19 @@ class Daemon:
     ``<command> --json``; tests point it at a scripted stand-in.
     """
 
+    _CHILD_START_MARGIN_S = 30.0
+    """A child's interpreter start and settings load, before its run deadline begins."""
+
+    def child_timeout_s(self) -> float:
+        """How long a child may run before it is killed: its own run deadline
+        (``agent.run_deadline``), the backstop's grace after it, and a start-up margin;
+        or what the caller fixed."""
+        if self._child_timeout_s is not None:
+            return self._child_timeout_s
+        budget = self.settings.run_deadline_s
+        grace = min(10.0, max(1.0, budget / 10.0))  # deadline.grace_for, without importing it
+        return budget + grace + self._CHILD_START_MARGIN_S
+
     def __init__(
         self,
         settings: AgentSettings,
@@ -162,7 +175,7 @@ class Daemon:
         clock: Clock | None = None,
         rng: UniformSource | None = None,
         env: Mapping[str, str] | None = None,
-        child_timeout_s: float = 900.0,
+        child_timeout_s: float | None = None,
         stop_grace_s: float = 10.0,
         control_factory: Callable[[int], ControlChannel] | None = None,
     ) -> None:
@@ -176,7 +189,7 @@ class Daemon:
         self._child_env.update(CHILD_ENV_SET)
         self.clock: Clock = clock or SystemClock()
         self.rng: UniformSource = rng or JitterSource()
-        self.child_timeout_s = child_timeout_s
+        self._child_timeout_s = child_timeout_s
         self.stop_grace_s = stop_grace_s
         self.machine = Machine()
         self._child: Child | None = None
@@ -263,7 +276,7 @@ class Daemon:
         wake = [t for t in (self._deadline, self._next_ping) if t is not None]
         if self._child is not None:
             wake.append(self._child.kill_at if self._child.kill_at is not None
-                        else self._child.started + self.child_timeout_s)
+                        else self._child.started + self.child_timeout_s())
         timeout = max(0.0, min(wake) - now) if wake else None
         readable, _, _ = select.select([self._rfd], [], [], timeout)
         signals = self._drain() if readable else set()
@@ -392,10 +405,10 @@ class Daemon:
             if child.kill_at is not None and now >= child.kill_at:
                 logger.warning("child killed command=%s pid=%s", child.command, child.proc.pid)
                 child.proc.kill()
-            elif child.kill_at is None and now >= child.started + self.child_timeout_s:
+            elif child.kill_at is None and now >= child.started + self.child_timeout_s():
                 logger.warning("child timed out command=%s after_s=%s", child.command,
-                               self.child_timeout_s)
-                child.timed_out_s = self.child_timeout_s
+                               self.child_timeout_s())
+                child.timed_out_s = self.child_timeout_s()
                 child.proc.terminate()
                 child.kill_at = now + self.stop_grace_s
             return
