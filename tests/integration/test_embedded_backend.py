@@ -125,6 +125,18 @@ def _default_plan(external_id: str = "02:42:ac:11:00:07", key: str = "k3y-0007",
     return plan(layout or default_layout(), external_id, key, name)
 
 
+def test_ids_are_time_ordered_and_keys_random(backend: EmbeddedBackend) -> None:
+    """Thing and channel ids are version-7 UUIDs that sort in creation order (new rows go to
+    the end of the id indexes); thing keys, the secrets, stay random version-4 UUIDs."""
+    records = [provision(backend, _default_plan(f"02:42:ac:11:01:{n:02x}", f"k-{n}"))
+               for n in range(20)]  # fmt: skip
+    ids = [i for r in records for i in (*(t.id for t in r.things), *(c.id for c in r.channels))]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    keys = [t.key for r in records for t in r.things]
+    assert all(uuid.UUID(k).version == 4 for k in keys) and len(set(keys)) == len(keys)
+
+
 def test_default_layout_provision_shape(backend: EmbeddedBackend) -> None:
     """The default layout creates one gateway thing, control + data channels, both connected."""
     record = provision(backend, _default_plan(name="gw-0007"))
@@ -133,9 +145,10 @@ def test_default_layout_provision_shape(backend: EmbeddedBackend) -> None:
     (thing,) = record.things
     assert thing.name == "gw-0007"
     assert thing.metadata == {"external_id": "02:42:ac:11:00:07"}
-    assert uuid.UUID(thing.id).version == 4 and uuid.UUID(thing.key).version == 4
-    assert str(uuid.UUID(thing.id)) == thing.id and thing.owner == "lab"
-    assert all(uuid.UUID(c.id).version == 4 for c in record.channels)
+    assert uuid.UUID(thing.id).version == 7 and uuid.UUID(thing.key).version == 4
+    assert str(uuid.UUID(thing.id)) == thing.id and str(uuid.UUID(thing.key)) == thing.key
+    assert thing.owner == "lab"
+    assert all(uuid.UUID(c.id).version == 7 for c in record.channels)
     assert [c.name for c in record.channels] == ["control-channel", "data-channel"]
     assert [c.metadata for c in record.channels] == [{"type": "control"}, {"type": "data"}]
     assert record.whitelisted == (thing.id,)
