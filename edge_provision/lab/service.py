@@ -22,6 +22,7 @@ answered identically.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -132,6 +133,9 @@ class LabService:
         """What ``/metrics`` reports: mappings, bootstrap fetches, certificates, HTTP statuses."""
         self._content = layout.bootstrap.content or {}
         self._listeners: list[Callable[[str, str | None], None]] = []
+        self._created_lock = threading.Lock()
+        self._unlogged: list[tuple[str, int, int]] = []  # (external_id, things, channels)
+        self._created_loop: asyncio.AbstractEventLoop | None = None
         self.health_body = json.dumps({
             "status": "pass",
             "version": __version__,
@@ -183,6 +187,7 @@ class LabService:
             if self._closed:
                 return
             self._closed = True
+        self.flush_log()
         self._backend.close()
 
     # ---------------------------------------------------------------------- auth
@@ -224,12 +229,44 @@ class LabService:
         return self._mapping_body(record)
 
     def _created(self, record: MappingRecord, external_id: str) -> None:
-        logger.info("mapping created external_id=%s things=%s channels=%s",
-                    external_id, len(record.things), len(record.channels))  # fmt: skip
         self.counters.inc("mappings_total")
         if record.client_certs:
             self.counters.inc("certificates_issued_total", len(record.client_certs))
         self._changed("mapping")
+        self._log_created(external_id, len(record.things), len(record.channels))
+
+    def _log_created(self, external_id: str, things: int, channels: int) -> None:
+        """Log a created mapping with the others answered in the same turn of the event loop.
+
+        A group commit answers many requests at once; one line for all of them instead of
+        one each (a line per mapping cost ~10% of the event loop's CPU per mapping).
+        """
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._created_lock:
+            if self._created_loop is not loop:  # a loop that ended before logging them
+                self._flush_created()
+            self._unlogged.append((external_id, things, channels))
+            first = len(self._unlogged) == 1
+            self._created_loop = loop
+        if loop is None:
+            self.flush_log()
+        elif first:
+            loop.call_soon(self.flush_log)
+
+    def flush_log(self) -> None:
+        """Log the mappings created since the last line (see :meth:`_log_created`)."""
+        with self._created_lock:
+            self._flush_created()
+
+    def _flush_created(self) -> None:
+        created, self._unlogged = self._unlogged, []
+        if created:
+            logger.info("mappings created count=%d things=%d channels=%d external_ids=%s",
+                        len(created), sum(c[1] for c in created), sum(c[2] for c in created),
+                        json.dumps([c[0] for c in created], ensure_ascii=False))  # fmt: skip
 
     def _issue_certs(
         self, things: Sequence[ThingRecord], planned: Sequence[PlannedCertificate]
