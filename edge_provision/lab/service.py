@@ -1,9 +1,11 @@
 """The lab mapping service: layout plan -> backend, idempotency, certificates, auth.
 
 Everything here is HTTP-free: :mod:`edge_provision.lab.http` parses requests,
-calls one method and renders the returned JSON-ready dict. :meth:`LabService.provision`
-is a coroutine (the hot path, awaited on the event loop); every other method
-blocks and is called from a worker thread. Failures are raised as :mod:`edge_provision.errors`
+calls one method and renders the returned JSON-ready dict. What a gateway calls --
+:meth:`LabService.provision`, :meth:`~LabService.bootstrap`,
+:meth:`~LabService.bootstrap_secure` and :meth:`~LabService.sign_csr` -- are
+coroutines (the hot paths, awaited on the event loop); every other method blocks and
+is called from a worker thread. Failures are raised as :mod:`edge_provision.errors`
 classes that the app maps to status codes:
 
 =========================  ======
@@ -23,6 +25,7 @@ answered identically.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -303,18 +306,18 @@ class LabService:
 
     # --------------------------------------------------------------- bootstrap
 
-    def bootstrap(self, external_id: str, header: str | None) -> dict[str, object] | None:
+    async def bootstrap(self, external_id: str, header: str | None) -> dict[str, object] | None:
         """Device bootstrap with the external key; None if unknown id OR wrong key."""
         external_key = extract_credential(header, THING_SCHEMES)
         if external_key is None:
             raise Unauthorized(f"missing or unreadable external key; {_THING_HINT}")
-        record = self._backend.bootstrap(external_id, external_key)
+        record = await self._backend.bootstrap(external_id, external_key)
         if record is None:
             return None
         self.counters.inc("bootstrap_fetches_total")
         return self._bootstrap_body(record)
 
-    def bootstrap_secure(self, external_id: str, header: str | None) -> bytes | None:
+    async def bootstrap_secure(self, external_id: str, header: str | None) -> bytes | None:
         """Encrypted device bootstrap: ``iv || AES-CFB(key, json)``, or None."""
         token = extract_credential(header, THING_SCHEMES)
         if token is None:
@@ -334,7 +337,7 @@ class LabService:
             external_key = plain_key.decode("utf-8")
         except UnicodeDecodeError:
             return None  # another MF_BOOTSTRAP_ENCRYPT_KEY: same answer as a wrong key
-        record = self._backend.bootstrap(external_id, external_key)
+        record = await self._backend.bootstrap(external_id, external_key)
         if record is None:
             return None
         self.counters.inc("bootstrap_fetches_total")
@@ -363,25 +366,28 @@ class LabService:
 
     # ------------------------------------------------------------ certificates
 
-    def sign_csr(
+    async def sign_csr(
         self, thing_id: str, header: str | None, csr_pem: str, ttl_s: int | None
     ) -> dict[str, object]:
         """Sign a gateway's CSR for ``thing_id`` (CN forced to the thing id).
 
-        The certificates the server made for the thing (its key generated here, by
-        ``/mapping`` with X.509 on) are revoked: the gateway has its own key now.
+        Awaited on the event loop; the signature itself is made in a worker thread
+        (an RSA CA key takes milliseconds). The certificates the server made for the
+        thing (its key generated here, by ``/mapping`` with X.509 on) are revoked: the
+        gateway has its own key now.
         """
         thing_key = extract_credential(header, THING_SCHEMES)
         if thing_key is None:
             raise Unauthorized(f"missing or unreadable thing key; {_THING_HINT}")
-        if self._backend.authenticate_thing(thing_id, thing_key) is None:
+        if await self._backend.authenticate_thing(thing_id, thing_key) is None:
             raise Unauthorized(
                 f"thing id and key do not match; send the key of thing {thing_id!r} "
                 "as 'Authorization: Thing <thing_key>'"
             )
         ttl = self._max_ttl_s if ttl_s is None else min(ttl_s, self._max_ttl_s)
-        issued = self._ca.sign_csr(csr_pem, common_name=thing_id, ttl_s=ttl)
-        revoked = self._backend.record_certificate(thing_id, issued)
+        issued = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self._ca.sign_csr, csr_pem, common_name=thing_id, ttl_s=ttl))
+        revoked = await self._backend.record_certificate(thing_id, issued)
         self.counters.inc("certificates_issued_total")
         logger.info("certificate issued thing_id=%s serial=%s ttl_s=%d", thing_id,
                     issued.serial, ttl)

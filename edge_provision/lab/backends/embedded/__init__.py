@@ -248,8 +248,12 @@ class EmbeddedBackend:
 
     # ------------------------------------------------------------------ reads
 
-    def bootstrap(self, external_id: str, external_key: str) -> BootstrapRecord | None:
-        """The bootstrap config of ``external_id``; None if unknown or the key is wrong."""
+    async def bootstrap(self, external_id: str, external_key: str) -> BootstrapRecord | None:
+        """The bootstrap config of ``external_id``; None if unknown or the key is wrong.
+
+        A read of a few pages of the local file, done where it is awaited (WAL: the
+        writer never makes it wait).
+        """
         with self._reading("reading the bootstrap config") as conn:
             row = conn.execute(_sql.SELECT_BOOTSTRAP + " WHERE b.external_id = ?",
                                (external_id,)).fetchone()
@@ -260,8 +264,8 @@ class EmbeddedBackend:
                 return None
             return _sql.bootstrap_record(conn, row)
 
-    def authenticate_thing(self, thing_id: str, thing_key: str) -> ThingRecord | None:
-        """The thing if ``thing_key`` is its key, else None."""
+    async def authenticate_thing(self, thing_id: str, thing_key: str) -> ThingRecord | None:
+        """The thing if ``thing_key`` is its key, else None (a local read, as :meth:`bootstrap`)."""
         with self._reading("authenticating a thing") as conn:
             row = conn.execute("SELECT * FROM things WHERE id = ?", (thing_id,)).fetchone()
         stored = row["key"] if row is not None else str(uuid.UUID(int=0))
@@ -331,11 +335,12 @@ class EmbeddedBackend:
 
     # ------------------------------------------------------------ cert writes
 
-    def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
+    async def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
         """Remember a certificate signed from ``thing_id``'s CSR; revoke the server-made ones.
 
         Rejected if the thing is unknown. Returns the serials of the certificates
-        with a server-generated key that this revoked (see the Backend protocol).
+        with a server-generated key that this revoked (see the Backend protocol), once
+        the group commit holding the row returned (no thread waits for it).
         """
         row = (cert.serial.lower(), thing_id, _sql.utc_iso(cert.not_before),
                _sql.utc_iso(cert.not_after), cert.cert_pem, None, None, _sql.now_iso())
@@ -350,10 +355,9 @@ class EmbeddedBackend:
             _sql.insert_certificate(conn, row)
             return _sql.revoke(conn, thing_id, server_made_only=True)
 
-        revoked = self._writer.submit(run, "recording a certificate",
-                                      lambda _: {"certificates": 1})
-        logger.info("certificate recorded thing_id=%s serial=%s server_made_revoked=%d",
-                    thing_id, row[0], len(revoked))  # fmt: skip
+        revoked = await self._writer.submit_async(run, rows=lambda _: {"certificates": 1})
+        logger.debug("certificate recorded thing_id=%s serial=%s server_made_revoked=%d",
+                     thing_id, row[0], len(revoked))  # fmt: skip
         return revoked
 
     def revoke_certificates(self, thing_id: str) -> tuple[str, ...]:
