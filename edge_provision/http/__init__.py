@@ -71,7 +71,8 @@ from edge_provision.errors import (
     EdgeProvisionError,
     ProtocolError,
 )
-from edge_provision.http._abort import DeadlineAdapter, Guard
+from edge_provision.http._abort import Guard
+from edge_provision.http._adapter import Adapter
 from edge_provision.http._errors import (
     JSON_CONTENT_TYPE,
     error_for_exception,
@@ -275,7 +276,7 @@ class HttpClient:
         # No requests.Session: its per-request merging of settings, cookies and hooks cost
         # more CPU than the rest of a request (~0.4 ms); what it would merge is fixed per
         # client, so it is prepared here once and each request goes to the adapter.
-        self._adapter = DeadlineAdapter()
+        self._adapter = Adapter()
         self._prefix, self._url_auth = _prepared_prefix(self._base_url)
         headers = requests.utils.default_headers()
         headers["User-Agent"] = user_agent
