@@ -39,6 +39,7 @@ from edge_provision.clock import rfc3339
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.crypto.pki import IssuedCert, LocalCA
 from edge_provision.errors import AlreadyProvisioned, ProtocolError, Unauthorized
+from edge_provision.lab._turn_log import TurnLog
 from edge_provision.lab.auth import THING_SCHEMES, AuthOutcome, check_token, extract_credential
 from edge_provision.lab.models import (
     Backend,
@@ -136,9 +137,8 @@ class LabService:
         """What ``/metrics`` reports: mappings, bootstrap fetches, certificates, HTTP statuses."""
         self._content = layout.bootstrap.content or {}
         self._listeners: list[Callable[[str, str | None], None]] = []
-        self._created_lock = threading.Lock()
-        self._unlogged: list[tuple[str, int, int]] = []  # (external_id, things, channels)
-        self._created_loop: asyncio.AbstractEventLoop | None = None
+        self._mappings_log: TurnLog[tuple[str, int, int]] = TurnLog(logger, _mappings_line)
+        self._certificates_log: TurnLog[tuple[str, str, int]] = TurnLog(logger, _certs_line)
         self.health_body = json.dumps({
             "status": "pass",
             "version": __version__,
@@ -236,40 +236,13 @@ class LabService:
         if record.client_certs:
             self.counters.inc("certificates_issued_total", len(record.client_certs))
         self._changed("mapping")
-        self._log_created(external_id, len(record.things), len(record.channels))
-
-    def _log_created(self, external_id: str, things: int, channels: int) -> None:
-        """Log a created mapping with the others answered in the same turn of the event loop.
-
-        A group commit answers many requests at once; one line for all of them instead of
-        one each (a line per mapping cost ~10% of the event loop's CPU per mapping).
-        """
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        with self._created_lock:
-            if self._created_loop is not loop:  # a loop that ended before logging them
-                self._flush_created()
-            self._unlogged.append((external_id, things, channels))
-            first = len(self._unlogged) == 1
-            self._created_loop = loop
-        if loop is None:
-            self.flush_log()
-        elif first:
-            loop.call_soon(self.flush_log)
+        self._mappings_log.add((external_id, len(record.things), len(record.channels)))
 
     def flush_log(self) -> None:
-        """Log the mappings created since the last line (see :meth:`_log_created`)."""
-        with self._created_lock:
-            self._flush_created()
-
-    def _flush_created(self) -> None:
-        created, self._unlogged = self._unlogged, []
-        if created:
-            logger.info("mappings created count=%d things=%d channels=%d external_ids=%s",
-                        len(created), sum(c[1] for c in created), sum(c[2] for c in created),
-                        json.dumps([c[0] for c in created], ensure_ascii=False))  # fmt: skip
+        """Log the mappings and certificates reported since the last lines (see
+        :mod:`edge_provision.lab._turn_log`)."""
+        self._mappings_log.flush()
+        self._certificates_log.flush()
 
     def _issue_certs(
         self, things: Sequence[ThingRecord], planned: Sequence[PlannedCertificate]
@@ -389,8 +362,7 @@ class LabService:
             None, functools.partial(self._ca.sign_csr, csr_pem, common_name=thing_id, ttl_s=ttl))
         revoked = await self._backend.record_certificate(thing_id, issued)
         self.counters.inc("certificates_issued_total")
-        logger.info("certificate issued thing_id=%s serial=%s ttl_s=%d", thing_id,
-                    issued.serial, ttl)
+        self._certificates_log.add((thing_id, issued.serial, ttl))
         if revoked:  # the server-made key is not the gateway's any more
             logger.info("server-made certificates revoked thing_id=%s serials=%s", thing_id,
                         ",".join(revoked))
@@ -473,6 +445,20 @@ class LabService:
         """A page of issued certificates (metadata only, no PEM)."""
         page = self._backend.list_certificates(offset, limit)
         return _page_body(page, "certs", [_cert_json(c) for c in page.items])
+
+
+def _mappings_line(created: list[tuple[str, int, int]]) -> tuple[str, tuple[object, ...]]:
+    """One line for the mappings created in a turn: (external_id, things, channels) each."""
+    return ("mappings created count=%d things=%d channels=%d external_ids=%s",
+            (len(created), sum(c[1] for c in created), sum(c[2] for c in created),
+             json.dumps([c[0] for c in created], ensure_ascii=False)))  # fmt: skip
+
+
+def _certs_line(issued: list[tuple[str, str, int]]) -> tuple[str, tuple[object, ...]]:
+    """One line for the certificates signed in a turn: (thing_id, serial, ttl_s) each."""
+    return ("certificates issued count=%d thing_ids=%s serials=%s ttl_s=%s",
+            (len(issued), json.dumps([c[0] for c in issued]), json.dumps([c[1] for c in issued]),
+             json.dumps(sorted({c[2] for c in issued}))))  # fmt: skip
 
 
 def _already_provisioned(external_id: str) -> AlreadyProvisioned:
