@@ -346,11 +346,14 @@ class EmbeddedBackend:
                _sql.utc_iso(cert.not_after), cert.cert_pem, None, None, _sql.now_iso())
 
         def run(conn: sqlite3.Connection) -> tuple[str, ...]:
-            if conn.execute("SELECT 1 FROM things WHERE id = ?", (thing_id,)).fetchone() is None:
+            thing, taken = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM things WHERE id = ?), "
+                "EXISTS (SELECT 1 FROM certificates WHERE serial = ?)", (thing_id, row[0]),
+            ).fetchone()  # one statement for both checks (each is a trip through the GIL)
+            if not thing:
                 raise Rejected(f"thing {thing_id} not found; create it before recording a "
                                "certificate for it")
-            if conn.execute("SELECT 1 FROM certificates WHERE serial = ?",
-                            (row[0],)).fetchone() is not None:
+            if taken:
                 raise Rejected(f"certificate serial {row[0]} is already recorded")
             _sql.insert_certificate(conn, row)
             return _sql.revoke(conn, thing_id, server_made_only=True)
