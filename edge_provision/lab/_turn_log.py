@@ -1,10 +1,10 @@
-"""Log lines gathered per turn of the event loop (private to :mod:`edge_provision.lab`).
+"""Log lines gathered over a short window of the event loop (private to :mod:`edge_provision.lab`).
 
-A group commit answers many requests in the same turn of the event loop; logging
-each of them costs ~10% of a request's CPU. A :class:`TurnLog` collects what the
-requests of one turn report and logs one line for all of them when the turn is over
-(outside a running loop: at once). Nothing is lost when a loop ends without running
-the flush: the next report, or :meth:`TurnLog.flush`, logs it.
+A log line per answered request costs ~10% of a request's CPU (record, redaction,
+format, a write). A :class:`TurnLog` collects what the requests report and logs one
+line for all of them ``interval_s`` after the first (0: when the current turn of the
+loop is over; outside a running loop: at once). Nothing is lost when a loop ends
+without running the flush: the next report, or :meth:`TurnLog.flush`, logs it.
 """
 
 from __future__ import annotations
@@ -20,21 +20,24 @@ T = TypeVar("T")
 
 
 class TurnLog(Generic[T]):
-    """Items reported in one turn of the event loop, logged as one INFO line by ``render``.
+    """Items reported within ``interval_s`` (or one turn) of the event loop, logged as one
+    INFO line by ``render``.
 
     ``render(items)`` returns the format string and its arguments (lazy ``%s``).
     """
 
     def __init__(self, logger: logging.Logger,
-                 render: Callable[[list[T]], tuple[str, tuple[object, ...]]]) -> None:  # fmt: skip
+                 render: Callable[[list[T]], tuple[str, tuple[object, ...]]], *,
+                 interval_s: float = 0.0) -> None:  # fmt: skip
         self._logger = logger
         self._render = render
+        self._interval_s = interval_s
         self._lock = threading.Lock()
         self._items: list[T] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, item: T) -> None:
-        """Report ``item``; it is logged when the current turn of the running loop ends."""
+        """Report ``item``; it is logged with the others of its window (see the module)."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -47,6 +50,8 @@ class TurnLog(Generic[T]):
             self._loop = loop
         if loop is None:
             self.flush()
+        elif first and self._interval_s > 0:
+            loop.call_later(self._interval_s, self.flush)
         elif first:
             loop.call_soon(self.flush)
 

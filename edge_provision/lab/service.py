@@ -53,11 +53,14 @@ from edge_provision.lab.models import (
 from edge_provision.layout import Layout, PlannedCertificate, plan
 from edge_provision.metrics import CounterSet, Metric, lab_metrics, render
 
-__all__ = ["OWNER", "LabService", "ServiceInfo"]
+__all__ = ["LOG_INTERVAL_S", "OWNER", "LabService", "ServiceInfo"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+LOG_INTERVAL_S = 1.0
+"""Created mappings and signed certificates are logged one line per kind per second at most."""
 
 OWNER = "admin"
 """Owner recorded on every entity: the lab server has one operator."""
@@ -137,8 +140,10 @@ class LabService:
         """What ``/metrics`` reports: mappings, bootstrap fetches, certificates, HTTP statuses."""
         self._content = layout.bootstrap.content or {}
         self._listeners: list[Callable[[str, str | None], None]] = []
-        self._mappings_log: TurnLog[tuple[str, int, int]] = TurnLog(logger, _mappings_line)
-        self._certificates_log: TurnLog[tuple[str, str, int]] = TurnLog(logger, _certs_line)
+        self._mappings_log: TurnLog[tuple[str, int, int]] = TurnLog(
+            logger, _mappings_line, interval_s=LOG_INTERVAL_S)
+        self._certificates_log: TurnLog[tuple[str, str, int]] = TurnLog(
+            logger, _certs_line, interval_s=LOG_INTERVAL_S)
         self.health_body = json.dumps({
             "status": "pass",
             "version": __version__,

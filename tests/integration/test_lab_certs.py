@@ -79,10 +79,10 @@ def test_mapping_with_x509(lab: RunningLabServer, token: str) -> None:
     assert bootstrap["ca_cert"] == body["ca_cert"]
 
 
-def test_signed_certificates_are_logged_once_per_turn(
+def test_signed_certificates_are_logged_in_lines_of_many(
         lab: RunningLabServer, token: str, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     """8 concurrent CSRs: every thing and serial is logged exactly once, thing and serial at
-    the same place in a line's lists, in lines of several when they were answered together."""
+    the same place in a line's lists, in lines of several (one a second at most)."""
     caplog.set_level(logging.INFO, logger="edge_provision.lab.service")
     things = [provision(lab, token, f"gw-log-{n}")["things"][0] for n in range(8)]  # type: ignore[index]
     key = pki.generate_key("ec")

@@ -201,10 +201,10 @@ def test_concurrent_duplicates_create_one_set(lab: RunningLabServer, token: str)
     assert channels.json()["total"] == 2
 
 
-def test_created_mappings_are_logged_once_per_group_commit(
+def test_created_mappings_are_logged_in_lines_of_many(
         lab: RunningLabServer, token: str, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     """16 concurrent new mappings: every external_id is logged exactly once, in lines of many
-    (at most one line per write batch), with the things and channels created."""
+    (at most one per write batch; one a second), with the things and channels created."""
     caplog.set_level(logging.INFO, logger="edge_provision.lab.service")
     batches = lab.service.backend.stats.batches  # type: ignore[attr-defined]
     barrier = threading.Barrier(16, timeout=TIMEOUT)

@@ -12,8 +12,9 @@ from edge_provision.lab._turn_log import TurnLog
 LOGGER = logging.getLogger("test.turn_log")
 
 
-def _log() -> TurnLog[str]:
-    return TurnLog(LOGGER, lambda items: ("seen count=%d items=%s", (len(items), ",".join(items))))
+def _log(interval_s: float = 0.0) -> TurnLog[str]:
+    return TurnLog(LOGGER, lambda items: ("seen count=%d items=%s", (len(items), ",".join(items))),
+                   interval_s=interval_s)  # fmt: skip
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -37,6 +38,28 @@ def test_one_line_per_turn(caplog: pytest.LogCaptureFixture) -> None:
 
     asyncio.run(run())
     assert _lines(caplog) == ["seen count=3 items=a,b,c", "seen count=1 items=d"]
+
+
+def test_one_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """With an interval, items of several turns within it share a line, logged at its end."""
+    caplog.set_level(logging.INFO, logger=LOGGER.name)
+    log = _log(interval_s=0.2)
+
+    async def run() -> None:
+        log.add("a")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        log.add("b")
+        assert _lines(caplog) == []
+        for _ in range(100):  # bounded: 5 s
+            if _lines(caplog):
+                break
+            await asyncio.sleep(0.05)
+        log.add("c")
+        log.flush()
+
+    asyncio.run(run())
+    assert _lines(caplog) == ["seen count=2 items=a,b", "seen count=1 items=c"]
 
 
 def test_outside_a_loop_each_item_is_logged_at_once(caplog: pytest.LogCaptureFixture) -> None:

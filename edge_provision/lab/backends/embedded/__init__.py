@@ -180,6 +180,17 @@ class EmbeddedBackend:
                 conn.execute("ROLLBACK")
             raise _sql.store_error(self._path, exc, action) from exc
 
+    def _read_one(self, sql: str, params: tuple[object, ...], action: str) -> sqlite3.Row | None:
+        """The first row of one statement on this thread's connection (its own read
+        transaction: no BEGIN/COMMIT around it)."""
+        if self._closed:
+            raise StoreError(f"{self._path}: the lab backend is closed")
+        try:
+            row: sqlite3.Row | None = self._reader().execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise _sql.store_error(self._path, exc, action) from exc
+        return row
+
     def close(self) -> None:
         """Stop the writer (after it finished the queued work) and close every connection."""
         with self._lock:
@@ -266,17 +277,16 @@ class EmbeddedBackend:
 
     async def authenticate_thing(self, thing_id: str, thing_key: str) -> ThingRecord | None:
         """The thing if ``thing_key`` is its key, else None (a local read, as :meth:`bootstrap`)."""
-        with self._reading("authenticating a thing") as conn:
-            row = conn.execute("SELECT * FROM things WHERE id = ?", (thing_id,)).fetchone()
+        row = self._read_one("SELECT * FROM things WHERE id = ?", (thing_id,),
+                             "authenticating a thing")  # fmt: skip
         stored = row["key"] if row is not None else str(uuid.UUID(int=0))
         ok = hmac.compare_digest(stored.encode("utf-8"), thing_key.encode("utf-8"))
         return _sql.thing_record(row) if ok and row is not None else None
 
     def certificate(self, serial: str) -> CertRecord | None:
         """The certificate with ``serial`` (hex, any case), or None."""
-        with self._reading("reading a certificate") as conn:
-            row = conn.execute("SELECT * FROM certificates WHERE serial = ?",
-                               (serial.lower(),)).fetchone()
+        row = self._read_one("SELECT * FROM certificates WHERE serial = ?", (serial.lower(),),
+                             "reading a certificate")  # fmt: skip
         return _sql.cert_record(row) if row is not None else None
 
     def connections(self, thing_id: str) -> tuple[str, ...]:

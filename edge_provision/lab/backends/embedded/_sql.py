@@ -162,8 +162,10 @@ _DDL = (
 )
 
 SELECT_BOOTSTRAP = (
-    "SELECT b.*, t.key AS thing_key FROM bootstrap_configs b JOIN things t ON t.id = b.thing_id"
+    "SELECT b.*, t.key AS thing_key, m.thing_ids AS mapping_thing_ids FROM bootstrap_configs b "
+    "JOIN things t ON t.id = b.thing_id LEFT JOIN mappings m ON m.external_id = b.external_id"
 )
+"""A bootstrap config, its thing's key and its mapping's things (see bootstrap_record)."""
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -549,10 +551,9 @@ def revoke(conn: sqlite3.Connection, thing_id: str, *, server_made_only: bool = 
 
 def bootstrap_record(conn: sqlite3.Connection, row: sqlite3.Row) -> BootstrapRecord:
     """A BootstrapRecord from a SELECT_BOOTSTRAP row, with its channels and sibling things."""
-    mapping = conn.execute("SELECT thing_ids FROM mappings WHERE external_id = ?",
-                           (row["external_id"],)).fetchone()
-    siblings = [] if mapping is None else [
-        i for i in json.loads(mapping["thing_ids"]) if i != row["thing_id"]
+    members = row["mapping_thing_ids"]
+    siblings = [] if members is None else [
+        i for i in json.loads(members) if i != row["thing_id"]
     ]
     return BootstrapRecord(
         external_id=row["external_id"],
