@@ -202,11 +202,11 @@ def utc_iso(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat()
 
 
-def _json(value: object, what: str) -> str:
+def _json(value: object, kind: str, name: str) -> str:
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what}: metadata is not JSON-compatible: {exc}") from exc
+        raise ConfigError(f"{kind} {name!r}: metadata is not JSON-compatible: {exc}") from exc
 
 
 def _uuid4s(count: int) -> list[str]:
@@ -595,7 +595,7 @@ def prepare(plan: Plan, owner: str, issue_certs: CertIssuer | None) -> Prepared:
     things: list[ThingRecord] = []
     thing_rows: list[tuple[object, ...]] = []
     for n, pt in enumerate(plan.things):
-        meta = _json(pt.metadata, f"thing {pt.name!r}")
+        meta = _json(pt.metadata, "thing", pt.name)
         # the plan's metadata is this request's own deep copy: no need to copy it again
         rec = ThingRecord(ids[n], pt.name, keys[n], pt.metadata, owner)
         things.append(rec)
@@ -603,7 +603,7 @@ def prepare(plan: Plan, owner: str, issue_certs: CertIssuer | None) -> Prepared:
     channels: list[ChannelRecord] = []
     channel_rows: list[tuple[object, ...]] = []
     for n, pc in enumerate(plan.channels):
-        meta = _json(pc.metadata, f"channel {pc.name!r}")
+        meta = _json(pc.metadata, "channel", pc.name)
         ch = ChannelRecord(ids[len(plan.things) + n], pc.name, pc.metadata, owner)
         channels.append(ch)
         channel_rows.append((ch.id, ch.name, meta, owner, now))
