@@ -77,12 +77,14 @@ def parse_certificate(pem: str | bytes) -> CertInfo:
     )
 
 
-def cert_matches_key(cert_pem: str | bytes, key_pem: str | bytes) -> bool:
-    """Whether the certificate holds the public half of the private key.
+def cert_matches_key(cert_pem: str | bytes, key: str | bytes | PrivateKey) -> bool:
+    """Whether the certificate holds the public half of the private key (PEM, or the key
+    object itself: no PEM round trip, whose key check costs as much as the comparison).
 
     Raises :class:`CertificateError` if either input cannot be parsed.
     """
-    return same_key(load_cert(cert_pem), load_key(key_pem))
+    private = load_key(key) if isinstance(key, (str, bytes)) else key
+    return same_key(load_cert(cert_pem), private)
 
 
 def _verify_signature(cert: x509.Certificate, ca: x509.Certificate) -> None:

@@ -219,7 +219,7 @@ def _sign_all(clients: GatewayClients, things: list[tuple[str, str]],
     for thing_id, thing_key in things:
         key = pki.generate_key(plan.key_type, plan.key_bits)
         signed = clients.certs.sign_csr(thing_id, thing_key, pki.make_csr(key, thing_id))
-        if not pki.cert_matches_key(signed.cert_pem, pki.key_to_pem(key)):
+        if not pki.cert_matches_key(signed.cert_pem, key):
             raise CertificateError(
                 f"the certificate signed for thing {thing_id} does not match the key sent in "
                 "the CSR; the certificate server is misbehaving"

@@ -100,13 +100,17 @@ class _Watchdog:
 
     def arm(self, guard: Guard, at: float) -> None:
         with self._cond:
+            # the thread sleeps until the earliest deadline: only an earlier one wakes it
+            # (requests share one delay, so mostly none: no thread switch per request)
+            earlier = not self._heap or at < self._heap[0][0]
             heapq.heappush(self._heap, (at, next(self._order), guard))
             self._live += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="edge-provision-http-deadline")  # fmt: skip
                 self._thread.start()
-            self._cond.notify()
+            elif earlier:
+                self._cond.notify()
 
     def disarm(self) -> None:
         with self._cond:

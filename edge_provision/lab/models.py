@@ -160,11 +160,14 @@ CertIssuer = Callable[
 class Backend(Protocol):
     """What the lab service needs from a platform (embedded SQLite or real Mainflux).
 
-    :meth:`provision` is the hot path and a coroutine, awaited on the server's
-    event loop: a backend that does its I/O asynchronously awaits it there, one
-    that blocks (a database driver, an HTTP client with threads) runs that part
-    with ``loop.run_in_executor(None, ...)``. The service cannot tell which. Every
-    other method blocks; the HTTP layer calls them from worker threads.
+    What every gateway does at power-on -- :meth:`provision`, :meth:`bootstrap`,
+    :meth:`authenticate_thing` and :meth:`record_certificate` -- are coroutines,
+    awaited on the server's event loop: a backend that does its I/O asynchronously
+    (or a quick local read) does it there, one that blocks (an HTTP client with
+    threads) runs that part with ``loop.run_in_executor(None, ...)``. The service
+    cannot tell which. (A hop to a worker thread per call cost more CPU than the call
+    itself with a fleet of gateways at the door.) Every other method blocks; the HTTP
+    layer calls them from worker threads.
     """
 
     async def provision(
@@ -178,15 +181,15 @@ class Backend(Protocol):
         """
         ...
 
-    def bootstrap(self, external_id: str, external_key: str) -> BootstrapRecord | None:
+    async def bootstrap(self, external_id: str, external_key: str) -> BootstrapRecord | None:
         """The bootstrap config of ``external_id``; None if unknown or the key is wrong."""
         ...
 
-    def authenticate_thing(self, thing_id: str, thing_key: str) -> ThingRecord | None:
+    async def authenticate_thing(self, thing_id: str, thing_key: str) -> ThingRecord | None:
         """The thing if ``thing_key`` is its key, else None."""
         ...
 
-    def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
+    async def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
         """Remember a certificate signed from ``thing_id``'s own CSR.
 
         In the same transaction, every unrevoked certificate the server made for

@@ -1,9 +1,11 @@
 """The lab mapping service: layout plan -> backend, idempotency, certificates, auth.
 
 Everything here is HTTP-free: :mod:`edge_provision.lab.http` parses requests,
-calls one method and renders the returned JSON-ready dict. :meth:`LabService.provision`
-is a coroutine (the hot path, awaited on the event loop); every other method
-blocks and is called from a worker thread. Failures are raised as :mod:`edge_provision.errors`
+calls one method and renders the returned JSON-ready dict. What a gateway calls --
+:meth:`LabService.provision`, :meth:`~LabService.bootstrap`,
+:meth:`~LabService.bootstrap_secure` and :meth:`~LabService.sign_csr` -- are
+coroutines (the hot paths, awaited on the event loop); every other method blocks and
+is called from a worker thread. Failures are raised as :mod:`edge_provision.errors`
 classes that the app maps to status codes:
 
 =========================  ======
@@ -22,6 +24,8 @@ answered identically.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import threading
@@ -35,6 +39,7 @@ from edge_provision.clock import rfc3339
 from edge_provision.crypto import bootstrap_cipher
 from edge_provision.crypto.pki import IssuedCert, LocalCA
 from edge_provision.errors import AlreadyProvisioned, ProtocolError, Unauthorized
+from edge_provision.lab._turn_log import TurnLog
 from edge_provision.lab.auth import THING_SCHEMES, AuthOutcome, check_token, extract_credential
 from edge_provision.lab.models import (
     Backend,
@@ -48,11 +53,14 @@ from edge_provision.lab.models import (
 from edge_provision.layout import Layout, PlannedCertificate, plan
 from edge_provision.metrics import CounterSet, Metric, lab_metrics, render
 
-__all__ = ["OWNER", "LabService", "ServiceInfo"]
+__all__ = ["LOG_INTERVAL_S", "OWNER", "LabService", "ServiceInfo"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+LOG_INTERVAL_S = 1.0
+"""Created mappings and signed certificates are logged one line per kind per second at most."""
 
 OWNER = "admin"
 """Owner recorded on every entity: the lab server has one operator."""
@@ -132,6 +140,10 @@ class LabService:
         """What ``/metrics`` reports: mappings, bootstrap fetches, certificates, HTTP statuses."""
         self._content = layout.bootstrap.content or {}
         self._listeners: list[Callable[[str, str | None], None]] = []
+        self._mappings_log: TurnLog[tuple[str, int, int]] = TurnLog(
+            logger, _mappings_line, interval_s=LOG_INTERVAL_S)
+        self._certificates_log: TurnLog[tuple[str, str, int]] = TurnLog(
+            logger, _certs_line, interval_s=LOG_INTERVAL_S)
         self.health_body = json.dumps({
             "status": "pass",
             "version": __version__,
@@ -183,6 +195,7 @@ class LabService:
             if self._closed:
                 return
             self._closed = True
+        self.flush_log()
         self._backend.close()
 
     # ---------------------------------------------------------------------- auth
@@ -224,12 +237,17 @@ class LabService:
         return self._mapping_body(record)
 
     def _created(self, record: MappingRecord, external_id: str) -> None:
-        logger.info("mapping created external_id=%s things=%s channels=%s",
-                    external_id, len(record.things), len(record.channels))  # fmt: skip
         self.counters.inc("mappings_total")
         if record.client_certs:
             self.counters.inc("certificates_issued_total", len(record.client_certs))
         self._changed("mapping")
+        self._mappings_log.add((external_id, len(record.things), len(record.channels)))
+
+    def flush_log(self) -> None:
+        """Log the mappings and certificates reported since the last lines (see
+        :mod:`edge_provision.lab._turn_log`)."""
+        self._mappings_log.flush()
+        self._certificates_log.flush()
 
     def _issue_certs(
         self, things: Sequence[ThingRecord], planned: Sequence[PlannedCertificate]
@@ -266,18 +284,18 @@ class LabService:
 
     # --------------------------------------------------------------- bootstrap
 
-    def bootstrap(self, external_id: str, header: str | None) -> dict[str, object] | None:
+    async def bootstrap(self, external_id: str, header: str | None) -> dict[str, object] | None:
         """Device bootstrap with the external key; None if unknown id OR wrong key."""
         external_key = extract_credential(header, THING_SCHEMES)
         if external_key is None:
             raise Unauthorized(f"missing or unreadable external key; {_THING_HINT}")
-        record = self._backend.bootstrap(external_id, external_key)
+        record = await self._backend.bootstrap(external_id, external_key)
         if record is None:
             return None
         self.counters.inc("bootstrap_fetches_total")
         return self._bootstrap_body(record)
 
-    def bootstrap_secure(self, external_id: str, header: str | None) -> bytes | None:
+    async def bootstrap_secure(self, external_id: str, header: str | None) -> bytes | None:
         """Encrypted device bootstrap: ``iv || AES-CFB(key, json)``, or None."""
         token = extract_credential(header, THING_SCHEMES)
         if token is None:
@@ -297,7 +315,7 @@ class LabService:
             external_key = plain_key.decode("utf-8")
         except UnicodeDecodeError:
             return None  # another MF_BOOTSTRAP_ENCRYPT_KEY: same answer as a wrong key
-        record = self._backend.bootstrap(external_id, external_key)
+        record = await self._backend.bootstrap(external_id, external_key)
         if record is None:
             return None
         self.counters.inc("bootstrap_fetches_total")
@@ -326,28 +344,30 @@ class LabService:
 
     # ------------------------------------------------------------ certificates
 
-    def sign_csr(
+    async def sign_csr(
         self, thing_id: str, header: str | None, csr_pem: str, ttl_s: int | None
     ) -> dict[str, object]:
         """Sign a gateway's CSR for ``thing_id`` (CN forced to the thing id).
 
-        The certificates the server made for the thing (its key generated here, by
-        ``/mapping`` with X.509 on) are revoked: the gateway has its own key now.
+        Awaited on the event loop; the signature itself is made in a worker thread
+        (an RSA CA key takes milliseconds). The certificates the server made for the
+        thing (its key generated here, by ``/mapping`` with X.509 on) are revoked: the
+        gateway has its own key now.
         """
         thing_key = extract_credential(header, THING_SCHEMES)
         if thing_key is None:
             raise Unauthorized(f"missing or unreadable thing key; {_THING_HINT}")
-        if self._backend.authenticate_thing(thing_id, thing_key) is None:
+        if await self._backend.authenticate_thing(thing_id, thing_key) is None:
             raise Unauthorized(
                 f"thing id and key do not match; send the key of thing {thing_id!r} "
                 "as 'Authorization: Thing <thing_key>'"
             )
         ttl = self._max_ttl_s if ttl_s is None else min(ttl_s, self._max_ttl_s)
-        issued = self._ca.sign_csr(csr_pem, common_name=thing_id, ttl_s=ttl)
-        revoked = self._backend.record_certificate(thing_id, issued)
+        issued = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self._ca.sign_csr, csr_pem, common_name=thing_id, ttl_s=ttl))
+        revoked = await self._backend.record_certificate(thing_id, issued)
         self.counters.inc("certificates_issued_total")
-        logger.info("certificate issued thing_id=%s serial=%s ttl_s=%d", thing_id,
-                    issued.serial, ttl)
+        self._certificates_log.add((thing_id, issued.serial, ttl))
         if revoked:  # the server-made key is not the gateway's any more
             logger.info("server-made certificates revoked thing_id=%s serials=%s", thing_id,
                         ",".join(revoked))
@@ -430,6 +450,20 @@ class LabService:
         """A page of issued certificates (metadata only, no PEM)."""
         page = self._backend.list_certificates(offset, limit)
         return _page_body(page, "certs", [_cert_json(c) for c in page.items])
+
+
+def _mappings_line(created: list[tuple[str, int, int]]) -> tuple[str, tuple[object, ...]]:
+    """One line for the mappings created in a turn: (external_id, things, channels) each."""
+    return ("mappings created count=%d things=%d channels=%d external_ids=%s",
+            (len(created), sum(c[1] for c in created), sum(c[2] for c in created),
+             json.dumps([c[0] for c in created], ensure_ascii=False)))  # fmt: skip
+
+
+def _certs_line(issued: list[tuple[str, str, int]]) -> tuple[str, tuple[object, ...]]:
+    """One line for the certificates signed in a turn: (thing_id, serial, ttl_s) each."""
+    return ("certificates issued count=%d thing_ids=%s serials=%s ttl_s=%s",
+            (len(issued), json.dumps([c[0] for c in issued]), json.dumps([c[1] for c in issued]),
+             json.dumps(sorted({c[2] for c in issued}))))  # fmt: skip
 
 
 def _already_provisioned(external_id: str) -> AlreadyProvisioned:

@@ -125,6 +125,18 @@ def _default_plan(external_id: str = "02:42:ac:11:00:07", key: str = "k3y-0007",
     return plan(layout or default_layout(), external_id, key, name)
 
 
+def test_ids_are_time_ordered_and_keys_random(backend: EmbeddedBackend) -> None:
+    """Thing and channel ids are version-7 UUIDs that sort in creation order (new rows go to
+    the end of the id indexes); thing keys, the secrets, stay random version-4 UUIDs."""
+    records = [provision(backend, _default_plan(f"02:42:ac:11:01:{n:02x}", f"k-{n}"))
+               for n in range(20)]  # fmt: skip
+    ids = [i for r in records for i in (*(t.id for t in r.things), *(c.id for c in r.channels))]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    keys = [t.key for r in records for t in r.things]
+    assert all(uuid.UUID(k).version == 4 for k in keys) and len(set(keys)) == len(keys)
+
+
 def test_default_layout_provision_shape(backend: EmbeddedBackend) -> None:
     """The default layout creates one gateway thing, control + data channels, both connected."""
     record = provision(backend, _default_plan(name="gw-0007"))
@@ -133,9 +145,10 @@ def test_default_layout_provision_shape(backend: EmbeddedBackend) -> None:
     (thing,) = record.things
     assert thing.name == "gw-0007"
     assert thing.metadata == {"external_id": "02:42:ac:11:00:07"}
-    assert uuid.UUID(thing.id).version == 4 and uuid.UUID(thing.key).version == 4
-    assert str(uuid.UUID(thing.id)) == thing.id and thing.owner == "lab"
-    assert all(uuid.UUID(c.id).version == 4 for c in record.channels)
+    assert uuid.UUID(thing.id).version == 7 and uuid.UUID(thing.key).version == 4
+    assert str(uuid.UUID(thing.id)) == thing.id and str(uuid.UUID(thing.key)) == thing.key
+    assert thing.owner == "lab"
+    assert all(uuid.UUID(c.id).version == 7 for c in record.channels)
     assert [c.name for c in record.channels] == ["control-channel", "data-channel"]
     assert [c.metadata for c in record.channels] == [{"type": "control"}, {"type": "data"}]
     assert record.whitelisted == (thing.id,)
@@ -143,7 +156,7 @@ def test_default_layout_provision_shape(backend: EmbeddedBackend) -> None:
     assert backend.counts() == {"things": 1, "channels": 2, "connections": 2,
                                 "bootstrap_configs": 1, "certificates": 0}
     assert set(backend.connections(thing.id)) == {c.id for c in record.channels}
-    boot = backend.bootstrap("02:42:ac:11:00:07", "k3y-0007")
+    boot = asyncio.run(backend.bootstrap("02:42:ac:11:00:07", "k3y-0007"))
     assert boot is not None
     assert (boot.thing_id, boot.thing_key, boot.state) == (thing.id, thing.key, 1)
     assert boot.channels == record.channels and boot.extra_things == ()
@@ -175,7 +188,7 @@ def test_multi_thing_layout_fully_created(backend: EmbeddedBackend, ca: LocalCA)
         assert "PRIVATE KEY" in record.client_keys[thing.id]
     assert record.ca_cert == ca.cert_pem
     gateway = record.things[1]
-    boot = backend.bootstrap("aa:bb:cc:00:00:01", "multi-key")
+    boot = asyncio.run(backend.bootstrap("aa:bb:cc:00:00:01", "multi-key"))
     assert boot is not None and boot.thing_id == gateway.id and boot.name
     assert [c.name for c in boot.channels] == ["control-channel", "data-channel",
                                                "export-channel", "events"]
@@ -280,7 +293,7 @@ def test_concurrent_distinct_ids_are_batched(backend: EmbeddedBackend) -> None:
     assert stats.requests == 160 and stats.commits == stats.batches
     assert stats.batches < stats.requests
     assert stats.max_batch > 1 and stats.failed_batches == 0
-    assert backend.bootstrap("gw-15-9", "key-15-9") is not None
+    assert asyncio.run(backend.bootstrap("gw-15-9", "key-15-9")) is not None
 
 
 def test_batched_values_are_stored_whole(backend: EmbeddedBackend) -> None:
@@ -302,9 +315,9 @@ def test_batched_values_are_stored_whole(backend: EmbeddedBackend) -> None:
         assert len({r.things[0].id for r in records}) == 1
     assert backend.stats.max_batch > 1  # the batched path ran
     assert backend.counts()["things"] == len(odd)
-    assert backend.bootstrap("gw", "k") is None
+    assert asyncio.run(backend.bootstrap("gw", "k")) is None
     for external_id in odd:
-        config = backend.bootstrap(external_id, "k")
+        config = asyncio.run(backend.bootstrap(external_id, "k"))
         assert config is not None, repr(external_id)
         assert config.external_id == external_id and config.name == f"name-{external_id}"
     things = backend.list_things(0, 100).items
@@ -332,19 +345,19 @@ def test_one_bad_request_does_not_fail_its_batch(backend: EmbeddedBackend) -> No
 def test_bootstrap_right_wrong_unknown(backend: EmbeddedBackend) -> None:
     """bootstrap() answers only the right key; wrong key and unknown id both give None."""
     record = provision(backend, _default_plan(key="right"))
-    boot = backend.bootstrap("02:42:ac:11:00:07", "right")
+    boot = asyncio.run(backend.bootstrap("02:42:ac:11:00:07", "right"))
     assert boot is not None and boot.thing_id == record.things[0].id
-    assert backend.bootstrap("02:42:ac:11:00:07", "wrong") is None
-    assert backend.bootstrap("02:42:ac:11:00:07", "") is None
-    assert backend.bootstrap("ff:ff:ff:ff:ff:ff", "right") is None
+    assert asyncio.run(backend.bootstrap("02:42:ac:11:00:07", "wrong")) is None
+    assert asyncio.run(backend.bootstrap("02:42:ac:11:00:07", "")) is None
+    assert asyncio.run(backend.bootstrap("ff:ff:ff:ff:ff:ff", "right")) is None
 
 
 def test_authenticate_thing(backend: EmbeddedBackend) -> None:
     """A thing authenticates with its own key only."""
     thing = provision(backend, _default_plan()).things[0]
-    assert backend.authenticate_thing(thing.id, thing.key) == thing
-    assert backend.authenticate_thing(thing.id, "not-the-key") is None
-    assert backend.authenticate_thing("unknown-id", thing.key) is None
+    assert asyncio.run(backend.authenticate_thing(thing.id, thing.key)) == thing
+    assert asyncio.run(backend.authenticate_thing(thing.id, "not-the-key")) is None
+    assert asyncio.run(backend.authenticate_thing("unknown-id", thing.key)) is None
 
 
 def test_autowhite_list_off_leaves_things_disconnected(backend: EmbeddedBackend) -> None:
@@ -354,7 +367,7 @@ def test_autowhite_list_off_leaves_things_disconnected(backend: EmbeddedBackend)
     record = provision(backend, _default_plan(layout=layout))
     assert record.whitelisted == ()
     assert backend.counts()["connections"] == 0
-    boot = backend.bootstrap("02:42:ac:11:00:07", "k3y-0007")
+    boot = asyncio.run(backend.bootstrap("02:42:ac:11:00:07", "k3y-0007"))
     assert boot is not None and boot.state == 0 and len(boot.channels) == 2
 
 
@@ -396,7 +409,7 @@ def test_mapping_survives_kill_9(db_path: Path) -> None:
     assert word == "ok"
     b = EmbeddedBackend(db_path)
     try:
-        boot = b.bootstrap("de:ad:be:ef:00:01", "durable")
+        boot = asyncio.run(b.bootstrap("de:ad:be:ef:00:01", "durable"))
         assert boot is not None and boot.thing_id == thing_id
         again = provision(b, plan(default_layout(), "de:ad:be:ef:00:01", "durable"))
         assert again.created is False and again.things[0].id == thing_id
@@ -417,7 +430,7 @@ def test_revocation(backend: EmbeddedBackend, ca: LocalCA) -> None:
     """Recorded certificates are revoked once, per thing; unknown things are rejected."""
     thing = provision(backend, _default_plan()).things[0]
     cert, _key = ca.issue(common_name=thing.id, key_type="ec", key_bits=None, ttl_s=3600)
-    backend.record_certificate(thing.id, cert)
+    asyncio.run(backend.record_certificate(thing.id, cert))
     stored = backend.certificate(cert.serial.upper())
     assert stored is not None and stored.revoked is False and stored.cert_pem == cert.cert_pem
     assert stored.not_before == cert.not_before
@@ -426,9 +439,9 @@ def test_revocation(backend: EmbeddedBackend, ca: LocalCA) -> None:
     assert revoked is not None and revoked.revoked is True
     assert backend.revoke_certificates(thing.id) == ()
     with pytest.raises(Rejected, match="already recorded"):
-        backend.record_certificate(thing.id, cert)
+        asyncio.run(backend.record_certificate(thing.id, cert))
     with pytest.raises(Rejected, match="not found"):
-        backend.record_certificate("no-such-thing", cert)
+        asyncio.run(backend.record_certificate("no-such-thing", cert))
     assert backend.certificate("00ff") is None
     assert backend.list_certificates().total == 1
 
@@ -470,9 +483,9 @@ def test_counts_follow_commits_without_a_query(db_path: Path, ca: LocalCA) -> No
         assert sum(isinstance(r, AlreadyProvisioned) for r in results) == 3
         thing = backend.list_things(0, 1).items[0]
         cert, _ = ca.issue(common_name=thing.id, key_type="ec", key_bits=None, ttl_s=60)
-        backend.record_certificate(thing.id, cert)
+        asyncio.run(backend.record_certificate(thing.id, cert))
         with pytest.raises(Rejected):
-            backend.record_certificate(thing.id, cert)  # refused: counts nothing
+            asyncio.run(backend.record_certificate(thing.id, cert))  # refused: counts nothing
         backend.revoke_certificates(thing.id)
         assert backend.counts() == _counted(db_path)
         assert backend.counts()["things"] == 6 * 3 + 1  # gw-0,1,2,4,5,6 and "contested"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,39 @@ def test_https_stall_hits_the_request_deadline(tmp_path: Path) -> None:
               pytest.raises(ServiceUnavailable) as info):
             http.request("GET", LOOKUP)
     assert info.value.reason is Reason.DEADLINE
+
+
+def test_a_sooner_deadline_is_kept_while_a_later_one_is_pending(
+        server: FakeServer, fault_proxy: FaultProxy) -> None:  # fmt: skip
+    """One watchdog for every request: a 0.5 s deadline armed while a 60 s one waits still
+    cuts its dripping reply (one byte every 0.05 s: ~10 s, no read timeout) at 0.5 s."""
+    server.add("GET", LOOKUP, Reply(json=BOOTSTRAP, repeat=2))
+    fault_proxy.set(Fault.DRIP, interval_s=0.05)
+    outcomes: dict[str, object] = {}
+
+    def dripped(name: str, deadline_s: float) -> None:
+        with HttpClient(fault_proxy.url, read_timeout_s=30, request_deadline_s=deadline_s) as h:
+            try:
+                outcomes[name] = h.request("GET", LOOKUP)
+            except ServiceUnavailable as exc:
+                outcomes[name] = exc
+
+    slow = threading.Thread(target=dripped, args=("slow", 60.0), daemon=True)
+    slow.start()
+    for _ in range(200):  # the slow request is in flight (bounded: 10 s)
+        if fault_proxy.seen:
+            break
+        time.sleep(0.05)
+    assert len(fault_proxy.seen) == 1
+    quick = threading.Thread(target=dripped, args=("quick", 0.5), daemon=True)
+    quick.start()
+    quick.join(5)
+    assert not quick.is_alive() and slow.is_alive()
+    error = outcomes["quick"]
+    assert isinstance(error, ServiceUnavailable) and error.reason is Reason.DEADLINE
+    fault_proxy.stop()  # ends the slow one's drip
+    slow.join(10)
+    assert not slow.is_alive()
 
 
 # --------------------------------------------------------------------------- row 2: bad replies

@@ -358,19 +358,19 @@ def test_embedded_delete_keeps_revocations_and_the_mapping_consistent(tmp_path: 
         for thing in (sensor, gateway):
             certs[thing.id] = ca.sign_csr(pki.make_csr(pki.generate_key(), "x"),
                                           common_name=thing.id, ttl_s=3600)
-            backend.record_certificate(thing.id, certs[thing.id])
+            asyncio.run(backend.record_certificate(thing.id, certs[thing.id]))
         deleted = backend.delete_thing(sensor.id)
         assert deleted is not None and deleted.revoked == (certs[sensor.id].serial,)
         assert deleted.external_id is None
         repeat = asyncio.run(backend.provision(run, owner="admin"))
         assert sensor.id not in [t.id for t in repeat.things] and not repeat.created
-        assert backend.bootstrap("gw-x", "key-x") is not None
+        assert asyncio.run(backend.bootstrap("gw-x", "key-x")) is not None
         snapshot = backend.broker_snapshot()
         assert sensor.id not in [a.thing_id for a in snapshot.accounts]
         assert snapshot.revoked == (certs[sensor.id].serial,)
         gone = backend.delete_thing(gateway.id)
         assert gone is not None and gone.external_id == "gw-x"
-        assert backend.bootstrap("gw-x", "key-x") is None
+        assert asyncio.run(backend.bootstrap("gw-x", "key-x")) is None
         assert asyncio.run(backend.provision(run, owner="admin")).created  # anew
         assert backend.delete_thing(gateway.id) is None
         assert set(backend.broker_snapshot().revoked) == {c.serial for c in certs.values()}
@@ -390,7 +390,7 @@ def test_embedded_delete_keeps_revocations_and_the_mapping_consistent(tmp_path: 
         thing = backend.list_things(0, 1).items[0]
         cert = ca.sign_csr(pki.make_csr(pki.generate_key(), "x"), common_name=thing.id,
                            ttl_s=3600)
-        backend.record_certificate(thing.id, cert)
+        asyncio.run(backend.record_certificate(thing.id, cert))
         backend.revoke_certificates(thing.id)
     conn = sqlite3.connect(db)
     conn.execute("DROP TABLE revoked_certificates")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -74,6 +77,42 @@ def test_mapping_with_x509(lab: RunningLabServer, token: str) -> None:
     assert bootstrap["client_cert"] == cert
     assert bootstrap["client_key"] == key
     assert bootstrap["ca_cert"] == body["ca_cert"]
+
+
+def test_signed_certificates_are_logged_in_lines_of_many(
+        lab: RunningLabServer, token: str, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """8 concurrent CSRs: every thing and serial is logged exactly once, thing and serial at
+    the same place in a line's lists, in lines of several (one a second at most)."""
+    caplog.set_level(logging.INFO, logger="edge_provision.lab.service")
+    things = [provision(lab, token, f"gw-log-{n}")["things"][0] for n in range(8)]  # type: ignore[index]
+    key = pki.generate_key("ec")
+    barrier = threading.Barrier(8, timeout=TIMEOUT)
+    answers: list[dict[str, str]] = []
+
+    def sign(thing: dict[str, str]) -> None:
+        barrier.wait()
+        resp = send_csr(lab, {"thing_id": thing["id"], "csr": pki.make_csr(key, "x")},
+                        f"Thing {thing['key']}")  # fmt: skip
+        assert resp.status_code == 201, resp.text
+        answers.append(resp.json())
+
+    threads = [threading.Thread(target=sign, args=(t,)) for t in things]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 3)
+    lab.service.flush_log()
+    logged: list[tuple[str, str]] = []
+    for record in caplog.records:
+        line = record.getMessage()
+        if line.startswith("certificates issued"):
+            ids = json.loads(line.split("thing_ids=")[1].split(" serials=")[0])
+            serials = json.loads(line.split("serials=")[1].split(" ttl_s=")[0])
+            assert int(line.split("count=")[1].split()[0]) == len(ids) == len(serials)
+            assert json.loads(line.split("ttl_s=")[1]) == [5]
+            logged += zip(ids, serials)
+    assert sorted(logged) == sorted((a["thing_id"], a["cert_serial"]) for a in answers)
+    assert len(answers) == 8
 
 
 def test_csr_issuance_and_revocation(lab: RunningLabServer, token: str) -> None:

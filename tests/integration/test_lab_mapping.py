@@ -201,6 +201,39 @@ def test_concurrent_duplicates_create_one_set(lab: RunningLabServer, token: str)
     assert channels.json()["total"] == 2
 
 
+def test_created_mappings_are_logged_in_lines_of_many(
+        lab: RunningLabServer, token: str, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """16 concurrent new mappings: every external_id is logged exactly once, in lines of many
+    (at most one per write batch; one a second), with the things and channels created."""
+    caplog.set_level(logging.INFO, logger="edge_provision.lab.service")
+    batches = lab.service.backend.stats.batches  # type: ignore[attr-defined]
+    barrier = threading.Barrier(16, timeout=TIMEOUT)
+    statuses: list[int] = []
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        statuses.append(post(lab, {"external_id": f"gw-log-{n}", "external_key": "k"},
+                             token).status_code)  # fmt: skip
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=TIMEOUT * 3)
+    assert statuses == [201] * 16
+    post(lab, {"external_id": "gw-log-0", "external_key": "k"}, token)  # a repeat: not logged
+    lab.service.flush_log()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mappings ")]
+    logged: list[str] = []
+    for line in lines:
+        head, _, ids = line.partition(" external_ids=")
+        count = int(head.split("count=")[1].split()[0])
+        assert f"things={count} channels={2 * count}" in head
+        logged += json.loads(ids)
+    assert sorted(logged) == sorted(f"gw-log-{n}" for n in range(16))
+    assert 1 <= len(lines) <= lab.service.backend.stats.batches - batches  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- auth
 
 

@@ -128,7 +128,7 @@ def test_restart_sees_the_same_mapping(fake: FakeMainflux) -> None:
         made = _mapping(first)
     with _backend(fake) as second:
         again = _mapping(second)
-        assert second.bootstrap(EXT_ID, EXT_KEY) is not None
+        assert second.bootstrap_sync(EXT_ID, EXT_KEY) is not None
     assert not again.created and again.things == made.things and again.channels == made.channels
     assert fake.counts()["things"] == 1
 
@@ -301,7 +301,7 @@ def test_multi_thing_layout_with_certificates(backend: MainfluxBackend, fake: Fa
     records = backend.list_certificates()  # kept by the lab, once, for the new mapping only
     assert records.total == 3 and {r.thing_id for r in records.items} == set(made.client_certs)
     assert all(r.cert_pem == made.client_certs[r.thing_id] for r in records.items)
-    boot = backend.bootstrap(EXT_ID, EXT_KEY)
+    boot = backend.bootstrap_sync(EXT_ID, EXT_KEY)
     assert boot is not None and boot.client_key == made.client_keys[gateway.id]
     assert [t.name for t in boot.extra_things] == ["sensor-a", "sensor-b"]
 
@@ -309,22 +309,22 @@ def test_multi_thing_layout_with_certificates(backend: MainfluxBackend, fake: Fa
 def test_bootstrap_lookup(backend: MainfluxBackend) -> None:
     """The device-side lookup: the gateway's id, key, channels (control first) and content."""
     made = _mapping(backend)
-    boot = backend.bootstrap(EXT_ID, EXT_KEY)
+    boot = backend.bootstrap_sync(EXT_ID, EXT_KEY)
     assert boot is not None
     assert (boot.thing_id, boot.thing_key) == (made.things[0].id, made.things[0].key)
     assert [c.name for c in boot.channels] == ["control-channel", "data-channel"]
     assert all(not any(m in c.metadata for m in MARKERS) for c in boot.channels)
     assert (boot.content, boot.state, boot.extra_things) == ("{}", 1, ())
-    assert backend.bootstrap(EXT_ID, "wrong-key") is None
-    assert backend.bootstrap("unknown-id", EXT_KEY) is None
+    assert backend.bootstrap_sync(EXT_ID, "wrong-key") is None
+    assert backend.bootstrap_sync("unknown-id", EXT_KEY) is None
 
 
 def test_operator_views(backend: MainfluxBackend) -> None:
     """Things, channels, configs, connections, counts and thing authentication."""
     made = _mapping(backend)
     gateway = made.things[0]
-    assert backend.authenticate_thing(gateway.id, gateway.key) == gateway
-    assert backend.authenticate_thing(gateway.id, "nope") is None
+    assert backend.authenticate_thing_sync(gateway.id, gateway.key) == gateway
+    assert backend.authenticate_thing_sync(gateway.id, "nope") is None
     assert backend.counts() == {"things": 2, "channels": 4, "bootstrap_configs": 2,
                                 "certificates": 0}
     assert {t.id for t in backend.list_things().items} >= {gateway.id}

@@ -14,6 +14,7 @@ import pytest
 from edge_provision.errors import (
     AlreadyProvisioned,
     BadReply,
+    ConfigError,
     ProtocolError,
     Reason,
     Rejected,
@@ -55,6 +56,39 @@ def test_json_body_has_exact_content_type(server: FakeServer, client: HttpClient
     assert req.body == '{"external_id":"aa:bb","name":"gw-ü"}'.encode()
     assert req.headers["User-Agent"].startswith("edge-provision/")
     assert "Authorization" not in req.headers
+
+
+def test_request_head_on_the_wire(server: FakeServer, client: HttpClient) -> None:
+    """The headers a request carries, in order: requests' defaults with our User-Agent, then
+    the body's type and the credential; no cookie is stored or sent back."""
+    server.add("POST", "/m", Reply(status=201, json={}, headers={"Set-Cookie": "sid=1"},
+                                   repeat=2))  # fmt: skip
+    for _ in range(2):
+        client.request("POST", "/m", json_body={}, auth=Credential("user", SECRET),
+                       auth_scheme=AuthScheme.MODERN, expected={201})  # fmt: skip
+    first, second = server.requests
+    names = [name.lower() for name, _ in first.raw_headers]
+    assert names == ["host", "user-agent", "accept-encoding", "accept", "connection",
+                     "content-type", "authorization", "content-length"]  # fmt: skip
+    assert first.headers["Accept"] == "*/*" and first.headers["Connection"] == "keep-alive"
+    assert "gzip" in first.headers["Accept-Encoding"]
+    assert first.headers["Authorization"] == f"Bearer {SECRET}"
+    assert first.headers["Content-Length"] == "2"
+    assert "Cookie" not in second.headers
+
+
+@pytest.mark.parametrize(("secret", "scheme"), [("tok\nen-secret", AuthScheme.MODERN),
+                                               ("tok\ren-secret", AuthScheme.AUTO),
+                                               (" leading-secret", AuthScheme.BARE)])
+def test_a_credential_no_header_can_carry_is_a_setting_to_fix(
+        server: FakeServer, client: HttpClient, secret: str, scheme: AuthScheme) -> None:
+    """A token with a line break (or leading space) is refused before anything is sent, as a
+    setting to fix (not a network error), and the message does not quote it."""
+    with pytest.raises(ConfigError) as info:
+        client.request("GET", "/health", auth=Credential("user", secret), auth_scheme=scheme)
+    assert "Authorization header cannot carry this value" in str(info.value)
+    assert secret.strip() not in str(info.value)
+    assert server.requests == []
 
 
 def test_get_without_body_has_no_content_type(server: FakeServer, client: HttpClient) -> None:

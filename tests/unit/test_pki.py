@@ -175,6 +175,15 @@ def test_cert_matches_key(ca: LocalCA) -> None:
     assert cert_matches_key(issued.cert_pem, key_to_pem(generate_key("rsa"))) is False
 
 
+def test_cert_matches_key_object(ca: LocalCA) -> None:
+    """cert_matches_key takes the key object itself as well as its PEM."""
+    key = generate_key("ec")
+    issued = ca.sign_csr(make_csr(key, "obj"), common_name="obj", ttl_s=60, now=NOW)
+    assert cert_matches_key(issued.cert_pem, key) is True
+    assert cert_matches_key(issued.cert_pem, generate_key("ec")) is False
+    assert cert_matches_key(issued.cert_pem, generate_key("rsa")) is False
+
+
 def test_cert_matches_key_bad_input(ca: LocalCA) -> None:
     """cert_matches_key raises CertificateError when an input cannot be parsed."""
     with pytest.raises(CertificateError):

@@ -1,9 +1,10 @@
 """The lab server's endpoints: one handler each, thin (check, call :class:`LabService`, reply).
 
-Credentials are checked before a body is read. ``POST /mapping`` awaits the
-service on the event loop (the backend's group commit batches concurrent
-requests without a thread per request); blocking service calls run in the
-worker threads of the loop's default executor. The OpenAPI document
+Credentials are checked before a body is read. What a gateway calls (``POST
+/mapping``, the bootstrap fetches, ``POST /certs/csr``) awaits the service on the
+event loop (the backend's group commit batches concurrent writes without a thread
+per request); the operator's blocking service calls run in the worker threads of the
+loop's default executor. The OpenAPI document
 (:mod:`edge_provision.lab.http.openapi`) describes exactly these routes.
 """
 
@@ -83,16 +84,15 @@ def lab_routes(service: LabService) -> list[Route]:
 
     async def bootstrap(request: Request) -> Reply:
         """Device bootstrap with ``Authorization: Thing <external_key>`` (or bare)."""
-        body = await _blocking(service.bootstrap, request.params["external_id"],
-                               request.authorization)  # fmt: skip
+        body = await service.bootstrap(request.params["external_id"], request.authorization)
         if body is None:
             fail(404, _NO_BOOTSTRAP)
         return json_reply(200, body)
 
     async def bootstrap_secure(request: Request) -> Reply:
         """Encrypted device bootstrap (upstream AES-CFB scheme; binary body)."""
-        blob = await _blocking(service.bootstrap_secure, request.params["external_id"],
-                               request.authorization)  # fmt: skip
+        blob = await service.bootstrap_secure(request.params["external_id"],
+                                              request.authorization)  # fmt: skip
         if blob is None:
             fail(404, _NO_BOOTSTRAP)
         return Reply(200, blob, JSON)
@@ -108,7 +108,7 @@ def lab_routes(service: LabService) -> list[Route]:
         thing_id = required(obj, "thing_id")
         csr = required(obj, "csr", max_chars=MAX_CSR_CHARS, line_breaks=True)
         ttl_s = optional_whole_number(obj, "ttl_s", "seconds", minimum=1)
-        return json_reply(201, await _blocking(service.sign_csr, thing_id, header, csr, ttl_s))
+        return json_reply(201, await service.sign_csr(thing_id, header, csr, ttl_s))
 
     async def metrics(request: Request) -> Reply:
         """Prometheus text: counters and the platform's entity counts."""

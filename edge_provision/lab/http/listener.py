@@ -5,8 +5,9 @@ start-up error is a :class:`ConfigError` before anything runs);
 :meth:`Listener.run` serves until :meth:`Listener.stop` (from another thread) or
 SIGINT/SIGTERM (in the main thread, where it exits cleanly, not by the signal).
 
-Slow and idle clients cannot take the server (:class:`_GuardedProtocol`, the
-httptools protocol of uvicorn with deadlines and a cap):
+Each answer goes out in one write, head and body together (:class:`_HeadWithBody`;
+uvicorn writes them separately). Slow and idle clients cannot take the server
+(:class:`_GuardedProtocol`, the httptools protocol of uvicorn with deadlines and a cap):
 
 - a request's headers must be complete ``header_timeout_s`` after its first
   byte (after the connection opened, for the first request): else ``408`` and
@@ -88,6 +89,53 @@ def _raw_answer(status: int, phrase: str, message: str, *headers: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
+class _HeadWithBody:
+    """The transport as one request's response cycle sees it: the response head is held
+    and written together with the first body bytes, one send and one TCP segment instead
+    of two (the client reads the whole answer at once).
+
+    The head is the first write once the response has started (a ``100 Continue`` before
+    it goes out at once); what is held goes out with the next write, at ``close`` or when
+    the response is complete (a ``HEAD`` answer has no body write).
+    """
+
+    __slots__ = ("_cycle", "_held", "_holding", "_on_response", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._held: bytes | None = None
+        self._holding = True  # until the head was held
+        self._on_response: Callable[[], None] = cycle.on_response
+        cycle.on_response = self._finished
+        cycle.transport = self
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif self._holding and self._cycle.response_started:
+            self._holding = False
+            self._held = data
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._held is not None:
+            data, self._held = self._held, None
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def _finished(self) -> None:
+        self.flush()
+        self._on_response()
+
+
 class _GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header/body deadlines and the connection cap."""
 
@@ -138,7 +186,10 @@ class _GuardedProtocol(HttpToolsProtocol):
         self.guard.idle.pop(self, None)
         self._reading_head = False
         self._reading_body = True
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not before and self.cycle is not None:  # a new request's cycle
+            _HeadWithBody(self.transport, self.cycle)
 
     def on_message_complete(self) -> None:
         self._disarm()

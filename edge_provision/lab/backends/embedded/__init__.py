@@ -180,6 +180,17 @@ class EmbeddedBackend:
                 conn.execute("ROLLBACK")
             raise _sql.store_error(self._path, exc, action) from exc
 
+    def _read_one(self, sql: str, params: tuple[object, ...], action: str) -> sqlite3.Row | None:
+        """The first row of one statement on this thread's connection (its own read
+        transaction: no BEGIN/COMMIT around it)."""
+        if self._closed:
+            raise StoreError(f"{self._path}: the lab backend is closed")
+        try:
+            row: sqlite3.Row | None = self._reader().execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise _sql.store_error(self._path, exc, action) from exc
+        return row
+
     def close(self) -> None:
         """Stop the writer (after it finished the queued work) and close every connection."""
         with self._lock:
@@ -248,8 +259,12 @@ class EmbeddedBackend:
 
     # ------------------------------------------------------------------ reads
 
-    def bootstrap(self, external_id: str, external_key: str) -> BootstrapRecord | None:
-        """The bootstrap config of ``external_id``; None if unknown or the key is wrong."""
+    async def bootstrap(self, external_id: str, external_key: str) -> BootstrapRecord | None:
+        """The bootstrap config of ``external_id``; None if unknown or the key is wrong.
+
+        A read of a few pages of the local file, done where it is awaited (WAL: the
+        writer never makes it wait).
+        """
         with self._reading("reading the bootstrap config") as conn:
             row = conn.execute(_sql.SELECT_BOOTSTRAP + " WHERE b.external_id = ?",
                                (external_id,)).fetchone()
@@ -260,19 +275,18 @@ class EmbeddedBackend:
                 return None
             return _sql.bootstrap_record(conn, row)
 
-    def authenticate_thing(self, thing_id: str, thing_key: str) -> ThingRecord | None:
-        """The thing if ``thing_key`` is its key, else None."""
-        with self._reading("authenticating a thing") as conn:
-            row = conn.execute("SELECT * FROM things WHERE id = ?", (thing_id,)).fetchone()
+    async def authenticate_thing(self, thing_id: str, thing_key: str) -> ThingRecord | None:
+        """The thing if ``thing_key`` is its key, else None (a local read, as :meth:`bootstrap`)."""
+        row = self._read_one("SELECT * FROM things WHERE id = ?", (thing_id,),
+                             "authenticating a thing")  # fmt: skip
         stored = row["key"] if row is not None else str(uuid.UUID(int=0))
         ok = hmac.compare_digest(stored.encode("utf-8"), thing_key.encode("utf-8"))
         return _sql.thing_record(row) if ok and row is not None else None
 
     def certificate(self, serial: str) -> CertRecord | None:
         """The certificate with ``serial`` (hex, any case), or None."""
-        with self._reading("reading a certificate") as conn:
-            row = conn.execute("SELECT * FROM certificates WHERE serial = ?",
-                               (serial.lower(),)).fetchone()
+        row = self._read_one("SELECT * FROM certificates WHERE serial = ?", (serial.lower(),),
+                             "reading a certificate")  # fmt: skip
         return _sql.cert_record(row) if row is not None else None
 
     def connections(self, thing_id: str) -> tuple[str, ...]:
@@ -331,29 +345,32 @@ class EmbeddedBackend:
 
     # ------------------------------------------------------------ cert writes
 
-    def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
+    async def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
         """Remember a certificate signed from ``thing_id``'s CSR; revoke the server-made ones.
 
         Rejected if the thing is unknown. Returns the serials of the certificates
-        with a server-generated key that this revoked (see the Backend protocol).
+        with a server-generated key that this revoked (see the Backend protocol), once
+        the group commit holding the row returned (no thread waits for it).
         """
         row = (cert.serial.lower(), thing_id, _sql.utc_iso(cert.not_before),
                _sql.utc_iso(cert.not_after), cert.cert_pem, None, None, _sql.now_iso())
 
         def run(conn: sqlite3.Connection) -> tuple[str, ...]:
-            if conn.execute("SELECT 1 FROM things WHERE id = ?", (thing_id,)).fetchone() is None:
+            thing, taken = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM things WHERE id = ?), "
+                "EXISTS (SELECT 1 FROM certificates WHERE serial = ?)", (thing_id, row[0]),
+            ).fetchone()  # one statement for both checks (each is a trip through the GIL)
+            if not thing:
                 raise Rejected(f"thing {thing_id} not found; create it before recording a "
                                "certificate for it")
-            if conn.execute("SELECT 1 FROM certificates WHERE serial = ?",
-                            (row[0],)).fetchone() is not None:
+            if taken:
                 raise Rejected(f"certificate serial {row[0]} is already recorded")
             _sql.insert_certificate(conn, row)
             return _sql.revoke(conn, thing_id, server_made_only=True)
 
-        revoked = self._writer.submit(run, "recording a certificate",
-                                      lambda _: {"certificates": 1})
-        logger.info("certificate recorded thing_id=%s serial=%s server_made_revoked=%d",
-                    thing_id, row[0], len(revoked))  # fmt: skip
+        revoked = await self._writer.submit_async(run, rows=lambda _: {"certificates": 1})
+        logger.debug("certificate recorded thing_id=%s serial=%s server_made_revoked=%d",
+                     thing_id, row[0], len(revoked))  # fmt: skip
         return revoked
 
     def revoke_certificates(self, thing_id: str) -> tuple[str, ...]:

@@ -131,20 +131,23 @@ class GroupCommitWriter:
             ) from None
 
     async def submit_async(self, run: Callable[[sqlite3.Connection], T],
-                           prepared: _sql.Prepared | None = None) -> T:
+                           prepared: _sql.Prepared | None = None,
+                           rows: Callable[[T], Mapping[str, int]] | None = None) -> T:  # fmt: skip
         """:meth:`submit` from a running event loop: no thread waits for the commit.
 
         The job is queued at once; the writer resolves the returned future on the
         caller's loop, one wake-up per batch, after the COMMIT holding its rows.
         ``prepared``: the rows of a new mapping (the batch may insert them together
         with others'); they are counted if the job's result says it created them.
+        ``rows``: as for :meth:`submit`, for any other job.
         There is no write timeout here (a timer per request costs the event loop
         about a tenth of a mapping's CPU): a write lock held elsewhere ends the
         batch after the connection's busy timeout with a StoreError.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        rows = _mapping_rows(prepared) if prepared is not None else None
+        if prepared is not None:
+            rows = _mapping_rows(prepared)
         self._put(_Job(run, future, loop, prepared, rows))
         return await future
 

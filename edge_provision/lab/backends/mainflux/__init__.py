@@ -112,6 +112,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+_R = TypeVar("_R")
 
 UPSTREAM_REQUESTS = "upstream_requests_total"
 """CounterSet name of the per-call counter (labels service, endpoint, status)."""
@@ -165,6 +166,11 @@ def _platform_call(method: F) -> F:
             return method(self, *args, **kwargs)
 
     return cast(F, guarded)
+
+
+async def _in_worker(fn: Callable[..., _R], *args: object) -> _R:
+    """``fn(*args)`` in a worker thread of the running loop's default executor."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 class MainfluxBackend:
@@ -540,8 +546,16 @@ class MainfluxBackend:
 
     # ---------------------------------------------------------------- device side
 
+    async def bootstrap(self, external_id: str, external_key: str) -> BootstrapRecord | None:
+        """:meth:`bootstrap_sync` in a worker thread (as :meth:`provision`)."""
+        return await _in_worker(self.bootstrap_sync, external_id, external_key)
+
+    async def authenticate_thing(self, thing_id: str, thing_key: str) -> ThingRecord | None:
+        """:meth:`authenticate_thing_sync` in a worker thread (as :meth:`provision`)."""
+        return await _in_worker(self.authenticate_thing_sync, thing_id, thing_key)
+
     @_platform_call
-    def bootstrap(self, external_id: str, external_key: str) -> BootstrapRecord | None:
+    def bootstrap_sync(self, external_id: str, external_key: str) -> BootstrapRecord | None:
         """The bootstrap config of a mapping this lab made; None if unknown or the key is wrong."""
         located = self._locate(external_id)
         if located is None:
@@ -566,7 +580,7 @@ class MainfluxBackend:
         )
 
     @_platform_call
-    def authenticate_thing(self, thing_id: str, thing_key: str) -> ThingRecord | None:
+    def authenticate_thing_sync(self, thing_id: str, thing_key: str) -> ThingRecord | None:
         """The thing if ``thing_key`` is its key, else None."""
         thing = self._things.thing(thing_id)
         if thing is None or not _same(thing.key, thing_key):
@@ -652,7 +666,11 @@ class MainfluxBackend:
 
     # ------------------------------------------------------------- certificates
 
-    def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
+    async def record_certificate(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
+        """:meth:`record_certificate_sync` in a worker thread (as :meth:`provision`)."""
+        return await _in_worker(self.record_certificate_sync, thing_id, cert)
+
+    def record_certificate_sync(self, thing_id: str, cert: IssuedCert) -> tuple[str, ...]:
         """Remember a certificate the lab CA signed from ``thing_id``'s CSR; revoke the
         server-made ones (X.509 at ``/mapping``); return the serials revoked."""
         self.certs.record(thing_id, cert)
