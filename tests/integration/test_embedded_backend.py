@@ -296,6 +296,29 @@ def test_concurrent_distinct_ids_are_batched(backend: EmbeddedBackend) -> None:
     assert asyncio.run(backend.bootstrap("gw-15-9", "key-15-9")) is not None
 
 
+def test_large_batch_rows_are_cut_into_statements_and_all_stored(backend: EmbeddedBackend) -> None:
+    """A batch bigger than one statement's exact sizes (its channel rows cut as 256 + 32 + ...)
+    stores every row of every mapping, each thing with its own channels."""
+
+    async def herd() -> list[MappingRecord]:
+        return list(await asyncio.gather(*(
+            backend.provision(_default_plan(f"big-{i}", f"key-{i}"), owner="lab")
+            for i in range(300))))
+
+    records = asyncio.run(herd())
+    assert all(r.created for r in records)
+    # 2 channels per mapping: a batch of more than 32 mappings has more than 64 channel rows
+    assert backend.stats.max_batch > 32, backend.stats
+    counts = backend.counts()
+    assert counts["things"] == counts["bootstrap_configs"] == 300
+    assert counts["channels"] == 600
+    for i in (0, 137, 299):
+        config = asyncio.run(backend.bootstrap(f"big-{i}", f"key-{i}"))
+        assert config is not None
+        assert config.thing_id == records[i].things[0].id
+        assert [c.id for c in config.channels] == [c.id for c in records[i].channels]
+
+
 def test_batched_values_are_stored_whole(backend: EmbeddedBackend) -> None:
     """Values with NUL and other controls survive the batched insert uncut (no JSON round trip).
 

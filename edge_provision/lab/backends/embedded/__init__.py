@@ -130,7 +130,7 @@ class EmbeddedBackend:
         try:
             conn = sqlite3.connect(
                 str(self._path), timeout=self._busy_ms / 1000, isolation_level=None,
-                check_same_thread=False,
+                check_same_thread=False, cached_statements=_sql.STATEMENT_CACHE,
             )
         except sqlite3.Error as exc:
             raise _sql.store_error(self._path, exc, "opening the database") from exc

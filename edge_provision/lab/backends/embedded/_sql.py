@@ -51,6 +51,7 @@ __all__ = [
     "COUNTED_TABLES",
     "SCHEMA_VERSION",
     "SELECT_BOOTSTRAP",
+    "STATEMENT_CACHE",
     "Prepared",
     "bootstrap_record",
     "cert_record",
@@ -421,6 +422,11 @@ def forget_thing(conn: sqlite3.Connection, thing_id: str, *, gateway: bool) -> N
 
 
 _MAX_ROWS_PER_STATEMENT = 512
+# Statements of 1..EXACT_ROWS rows for the six insert tables and the lookup, plus the
+# power-of-two sizes above, plus everything else the backend runs: a connection's
+# statement cache of this size keeps them all prepared (sqlite3's default is 128).
+EXACT_ROWS = 64
+STATEMENT_CACHE = 7 * EXACT_ROWS + 128
 _LIMIT_VARIABLE_NUMBER = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)  # the C constant
 
 
@@ -428,10 +434,12 @@ class _MultiRow:
     """``INSERT INTO table (columns) VALUES (?, ...), (?, ...), ...`` for many rows at once.
 
     Values are bound as parameters, never passed through SQL functions (SQLite's
-    JSON functions cut strings at a NUL). Rows go in statements of power-of-two
-    sizes (37 rows: 32 + 4 + 1), so a handful of statement texts cover every batch
-    size and stay in the connection's statement cache; each statement is one
-    ``sqlite3_step``.
+    JSON functions cut strings at a NUL). Up to ``EXACT_ROWS`` rows go in one
+    statement of exactly that size (the sizes of a group commit under ordinary load:
+    every one a cached statement, see ``STATEMENT_CACHE``); more go in statements of
+    power-of-two sizes (100 rows: 64 + 32 + 4), so a handful of texts cover every
+    batch. Each statement is one ``sqlite3_step`` and one trip of the writer thread
+    through the GIL.
     """
 
     def __init__(self, table: str, columns: str) -> None:
@@ -465,8 +473,12 @@ def _max_rows(conn: sqlite3.Connection, width: int) -> int:
 
 
 def _chunk(left: int, most: int) -> int:
-    """The largest power of two <= ``left`` and <= ``most``."""
-    return 1 << (min(left, most).bit_length() - 1)
+    """Rows for the next statement: all ``left`` up to ``EXACT_ROWS`` (and ``most``),
+    else the largest power of two <= ``left`` and <= ``most``."""
+    size = min(left, most)
+    if size <= EXACT_ROWS:
+        return size
+    return 1 << (size.bit_length() - 1)
 
 
 _INSERT_MAPPINGS = _MultiRow("mappings", "external_id, key_salt, key_hash, owner, thing_ids, "
@@ -482,7 +494,8 @@ _INSERT_BOOTSTRAP = _MultiRow("bootstrap_configs", "thing_id, external_id, key_s
 
 
 def existing_mappings(conn: sqlite3.Connection, external_ids: Sequence[str]) -> set[str]:
-    """Which of ``external_ids`` already have a mapping (a statement per power-of-two chunk)."""
+    """Which of ``external_ids`` already have a mapping (one statement per chunk, as
+    ``_MultiRow.insert`` cuts them)."""
     found: set[str] = set()
     done = 0
     while done < len(external_ids):
