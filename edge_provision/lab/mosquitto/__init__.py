@@ -7,7 +7,8 @@ for a mosquitto the operator runs)::
                     and the probe user
     acl             per thing: readwrite on channels/<id>/messages/# of its channels
     crl.pem         revoked client certificates, signed by the lab CA (TLS listener)
-    mosquitto.conf  listeners on 127.0.0.1, allow_anonymous false, persistence off;
+    mosquitto.conf  listeners on 127.0.0.1, allow_anonymous false, persistence off,
+                    set_tcp_nodelay (no Nagle delay on deliveries);
                     with client certificates the certificate is the identity on the
                     TLS listener (user = CN = thing id, no password)
     server.crt/.key the TLS listener's certificate from the lab CA (127.0.0.1, localhost)

@@ -97,6 +97,7 @@ def render_config(directory: Path, *, host: str, port: int, tls_port: int | None
         f"password_file {directory / 'passwd'}",
         f"acl_file {directory / 'acl'}",
         "persistence false",
+        "set_tcp_nodelay true",  # deliveries go out at once, not after the peer's ACK
         f"log_dest file {directory / 'mosquitto.log'}",
         "log_type error",
         "log_type warning",
