@@ -7,11 +7,15 @@ Used by :mod:`edge_provision.http` only; :func:`error_for_status` and
 from __future__ import annotations
 
 import email.utils
+import errno
+import http.client
 import json
 import math
+import socket
 import ssl
 from datetime import datetime, timezone
 from typing import Union
+from urllib.parse import urlsplit
 
 import requests
 
@@ -157,7 +161,7 @@ def error_for_exception(exc: Exception, url: str, method: str, timeout: Timeout)
     if isinstance(exc, requests.exceptions.ContentDecodingError):
         return BadReply(f"{where}: the reply body could not be decoded ({_short(str(exc))})")
     if isinstance(exc, requests.exceptions.ConnectionError):
-        return ServiceUnavailable(f"{where}: cannot reach the server ({_short(str(exc))})")
+        return ServiceUnavailable(f"{where}: {_unreachable(exc, url)}")
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
         return ConfigError(f"{where}: invalid URL ({_short(str(exc))})")
     if isinstance(exc, (requests.exceptions.RequestException, OSError)):
@@ -173,22 +177,72 @@ _TRUST_HINT = (
 )
 
 
-def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    """The :class:`ssl.SSLError` under a requests/urllib3 error (a verification error first)."""
-    found: ssl.SSLError | None = None
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception under it (requests and urllib3 nest them in ``args``,
+    ``reason``, ``__cause__`` and ``__context__``), each once, outermost first."""
+    found: list[BaseException] = []
     pending: list[object] = [exc]
     seen: set[int] = set()
     while pending:
-        item = pending.pop()
+        item = pending.pop(0)
         if not isinstance(item, BaseException) or id(item) in seen:
             continue
         seen.add(id(item))
-        if isinstance(item, ssl.SSLCertVerificationError):
-            return item
-        if isinstance(item, ssl.SSLError) and found is None:
-            found = item
+        found.append(item)
         pending += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
     return found
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The :class:`ssl.SSLError` under a requests/urllib3 error (a verification error first)."""
+    causes = _causes(exc)
+    verify = [c for c in causes if isinstance(c, ssl.SSLCertVerificationError)]
+    if verify:
+        return verify[0]
+    return next((c for c in causes if isinstance(c, ssl.SSLError)), None)
+
+
+# what a failed connect or a broken connection means, for the people who read it
+_SOCKET_REASONS = {
+    errno.ECONNREFUSED: "connection refused (nothing listens there; check the host and port "
+                        "in the URL and that the server runs)",
+    errno.ECONNRESET: "the connection was reset by the server or by something on the way",
+    errno.ECONNABORTED: "the connection was aborted",
+    errno.EPIPE: "the connection was closed while we were sending",
+    errno.ENETUNREACH: "network unreachable (no route from this machine; is it online?)",
+    errno.EHOSTUNREACH: "no route to the host (is it up, is a firewall in the way?)",
+    errno.ETIMEDOUT: "the connection timed out",
+    errno.EADDRNOTAVAIL: "the address cannot be used from this machine",
+}
+
+_BROKEN = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE})
+
+
+def _unreachable(exc: requests.exceptions.ConnectionError, url: str) -> str:
+    """``cannot reach the server at host:port: <reason in words>`` (or that the connection
+    was lost, or closed without an answer) from the socket error under ``exc``. urllib3's
+    own wording ("Max retries exceeded … NewConnectionError") says nothing a technician
+    can act on and pushed the reason out of the message."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = None
+    address = f"{parts.hostname}:{port}" if parts.hostname and port else url
+    via = " through the proxy" if isinstance(exc, requests.exceptions.ProxyError) else ""
+    for cause in _causes(exc):
+        if isinstance(cause, http.client.RemoteDisconnected):
+            return (f"the server at {address}{via} closed the connection without an answer "
+                    "(it may have been restarting, or something on the way cut it)")
+        if isinstance(cause, socket.gaierror):
+            return (f"cannot reach the server{via}: the host name {parts.hostname!r} does not "
+                    f"resolve ({cause.strerror or cause}); check the URL and this machine's DNS")
+        if isinstance(cause, OSError) and cause.errno is not None:
+            reason = _SOCKET_REASONS.get(cause.errno) or cause.strerror or str(cause)
+            if cause.errno in _BROKEN:
+                return f"lost the connection to the server at {address}{via}: {reason}"
+            return f"cannot reach the server at {address}{via}: {reason}"
+    return f"cannot reach the server at {address}{via} ({_short(str(exc))})"
 
 
 def _tls_error(exc: requests.exceptions.SSLError, where: str) -> ProvisioningError:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import socket
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -191,19 +193,59 @@ def test_read_timeout(server: FakeServer) -> None:
 
 
 def test_connection_refused() -> None:
-    """Nothing listening is ServiceUnavailable."""
+    """Nothing listening is ServiceUnavailable that says so in words a technician reads:
+    the address, "connection refused", what to check; not urllib3's retry wording (which
+    pushed the reason past the cut)."""
+    port = free_port()
     with (
-        HttpClient(f"http://127.0.0.1:{free_port()}", connect_timeout_s=0.5) as c,
-        pytest.raises(ServiceUnavailable, match="cannot reach the server"),
+        HttpClient(f"http://127.0.0.1:{port}", connect_timeout_s=0.5) as c,
+        pytest.raises(ServiceUnavailable, match="cannot reach the server") as info,
     ):
         c.request("GET", "/health")
+    text = str(info.value)
+    assert f"127.0.0.1:{port}: connection refused" in text
+    assert "nothing listens there" in text
+    assert "Max retries" not in text and "NewConnectionError" not in text
+    assert info.value.retryable
 
 
 def test_connection_reset(server: FakeServer, client: HttpClient) -> None:
-    """A connection dropped without a reply is ServiceUnavailable."""
+    """A connection dropped without a reply is ServiceUnavailable that says so."""
     server.add("POST", "/mapping", Reply(close_without_reply=True))
     with pytest.raises(ServiceUnavailable) as info:
         client.request("POST", "/mapping", json_body={}, expected={201})
+    assert info.value.retryable
+    assert "lost the connection to the server at 127.0.0.1:" in str(info.value)
+    assert "reset" in str(info.value)
+
+
+def test_connection_closed_without_an_answer() -> None:
+    """A server that reads the whole request and closes cleanly (FIN, no reply) is
+    ServiceUnavailable saying it closed the connection without an answer."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def serve_once() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+
+        thread = threading.Thread(target=serve_once, daemon=True)
+        thread.start()
+        with (
+            HttpClient(f"http://127.0.0.1:{port}", connect_timeout_s=2, read_timeout_s=5) as c,
+            pytest.raises(ServiceUnavailable) as info,
+        ):
+            c.request("GET", "/health")
+        thread.join(timeout=5)
+    assert f"the server at 127.0.0.1:{port} closed the connection without an answer" in str(
+        info.value)
     assert info.value.retryable
 
 
