@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import email.utils
 import errno
+import html
 import http.client
 import json
 import math
+import re
 import socket
 import ssl
 from datetime import datetime, timezone
@@ -59,15 +61,23 @@ def error_text(body: bytes) -> str | None:
     return None
 
 
+_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.IGNORECASE | re.DOTALL)
+
+
 def _snippet(body: bytes) -> str | None:
-    """A short printable excerpt of a non-JSON error body (``404 page not found``)."""
+    """A short printable excerpt of a non-JSON error body (``404 page not found``); of an
+    HTML page (a proxy's or a captive portal's error page) its text without the markup."""
     try:
-        text = body[: _SNIPPET_CHARS * 4].decode("utf-8").strip()
+        text = body[: _SNIPPET_CHARS * 16].decode("utf-8").strip()
     except UnicodeDecodeError:
         return None
     if not text or text[0] in "{[":
         return None
+    if text[0] == "<":
+        text = html.unescape(_TAG.sub(" ", text))
     text = " ".join(text.split())
+    if not text:
+        return None
     if not text.isprintable():
         return None
     return text[:_SNIPPET_CHARS] + ("..." if len(text) > _SNIPPET_CHARS else "")
@@ -114,6 +124,11 @@ def error_for_status(
         text = _snippet(body)
         detail = f"server said: {text}" if text else f"{len(body)}-byte body"
     suffix = f" ({detail})" if detail else ""
+    if status == 501:  # no retry makes a server implement what it does not
+        return Rejected(
+            f"{where}: HTTP 501: the server does not implement this request{suffix}; check "
+            "that the URL points at the provisioning/bootstrap service (and its port)"
+        )
     if status == 429 or 500 <= status <= 599:
         wait = parse_retry_after(retry_after)
         reason = "rate limited (429)" if status == 429 else f"server error {status}"

@@ -95,6 +95,7 @@ def test_retry_after_is_clamped() -> None:
         (422, Rejected),
         (429, ServiceUnavailable),
         (500, ServiceUnavailable),
+        (501, Rejected),
         (502, ServiceUnavailable),
         (503, ServiceUnavailable),
         (200, ProtocolError),
@@ -133,6 +134,32 @@ def test_plain_text_body_is_quoted_briefly() -> None:
     assert "server said: 404 page not found" in str(err)
     long = error_for_status(500, b"x" * 5000, URL)
     assert len(str(long)) < 400
+
+
+def test_html_error_page_is_quoted_as_text() -> None:
+    """An HTML error page (a proxy's, a captive portal's, Python's http.server) is quoted
+    as its text, without markup, scripts or styles, and briefly."""
+    page = (b"<!DOCTYPE HTML>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            b"<title>Error response</title><style>p { color: red }</style>"
+            b"<script>var x = '<p>';</script></head><body><h1>Error response</h1>"
+            b"<p>Error code: 501</p><p>Message: Unsupported method (&#x27;POST&#x27;).</p>"
+            b"<!-- a comment --></body></html>\n")
+    text = str(error_for_status(501, page, URL, method="POST"))
+    assert ("server said: Error response Error response Error code: 501 Message: "
+            "Unsupported method ('POST').") in text
+    assert "<" not in text and "color" not in text and "var x" not in text
+    assert "comment" not in text
+    long = error_for_status(502, b"<html><body>" + b"<p>word</p>" * 2000 + b"</body></html>", URL)
+    assert len(str(long)) < 400 and "<" not in str(long)
+
+
+def test_501_is_for_a_person() -> None:
+    """A server that does not implement the request will not by retrying: not retryable,
+    and the hint points at the URL."""
+    err = error_for_status(501, b"", URL, method="POST")
+    assert isinstance(err, Rejected) and not err.retryable
+    assert "does not implement this request" in str(err)
+    assert "check that the URL points at the provisioning/bootstrap service" in str(err)
 
 
 def test_empty_400_has_the_hint() -> None:
