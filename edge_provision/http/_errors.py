@@ -16,7 +16,7 @@ import re
 import socket
 import ssl
 from datetime import datetime, timezone
-from typing import Union
+from typing import Any, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -233,6 +233,26 @@ _SOCKET_REASONS = {
 _BROKEN = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE})
 
 
+def _connection(cause: BaseException) -> Any:
+    """The connection a urllib3 connect error names (``conn`` in urllib3 2, ``pool`` in
+    1.26), if it has a host and a port."""
+    conn = getattr(cause, "conn", None) or getattr(cause, "pool", None)
+    ok = getattr(conn, "host", None) and getattr(conn, "port", None)
+    return conn if ok else None
+
+
+def _proxy_reason(exc: BaseException) -> str:
+    """Why the connection to a proxy failed, in words (the socket error under ``exc``)."""
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror):
+            return f"its host name does not resolve ({cause.strerror or cause})"
+        if isinstance(cause, OSError) and cause.errno is not None:
+            if cause.errno == errno.ECONNREFUSED:
+                return "connection refused (nothing listens there)"
+            return _SOCKET_REASONS.get(cause.errno) or cause.strerror or str(cause)
+    return _short(str(exc))
+
+
 def _unreachable(exc: requests.exceptions.ConnectionError, url: str) -> str:
     """``cannot reach the server at host:port: <reason in words>`` (or that the connection
     was lost, or closed without an answer) from the socket error under ``exc``. urllib3's
@@ -244,7 +264,14 @@ def _unreachable(exc: requests.exceptions.ConnectionError, url: str) -> str:
     except ValueError:
         port = None
     address = f"{parts.hostname}:{port}" if parts.hostname and port else url
-    via = " through the proxy" if isinstance(exc, requests.exceptions.ProxyError) else ""
+    via = ""
+    if isinstance(exc, requests.exceptions.ProxyError):
+        # the failed connection is the proxy's: name it, and where it comes from
+        proxy = next((f"{conn.host}:{conn.port}" for conn in map(_connection, _causes(exc))
+                      if conn is not None), "the proxy")
+        return (f"cannot reach the proxy {proxy} (for {address}): "
+                f"{_proxy_reason(exc)}; the proxy comes from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY "
+                "in the environment (NO_PROXY exempts hosts)")
     for cause in _causes(exc):
         if isinstance(cause, http.client.RemoteDisconnected):
             return (f"the server at {address}{via} closed the connection without an answer "

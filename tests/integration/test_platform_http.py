@@ -520,6 +520,25 @@ def test_environment_ca_bundles_do_not_change_what_is_trusted(
     assert refused.reason is Reason.UNTRUSTED
 
 
+def test_an_unreachable_proxy_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy from the environment that refuses the connection is named as the proxy, with
+    where it comes from; the server's address is not blamed for it."""
+    proxy_port, server_port = free_port(), free_port()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
+    for name in ("http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with (
+        HttpClient(f"http://127.0.0.1:{server_port}", connect_timeout_s=1) as c,
+        pytest.raises(ServiceUnavailable) as info,
+    ):
+        c.request("GET", "/health")
+    text = str(info.value)
+    assert (f"cannot reach the proxy 127.0.0.1:{proxy_port} (for 127.0.0.1:{server_port}): "
+            "connection refused (nothing listens there)") in text
+    assert "HTTP_PROXY" in text and "NO_PROXY" in text
+    assert info.value.retryable
+
+
 def test_proxies_from_the_environment_are_honoured(server: FakeServer,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """HTTP_PROXY carries the request (absolute form); NO_PROXY takes a host off it."""
