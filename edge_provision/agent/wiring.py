@@ -224,6 +224,25 @@ def run_deadline(
                           on_overrun=deadline.exit_process if hard_stop else None)  # fmt: skip
 
 
+@contextlib.contextmanager
+def _use_case(
+    settings: AgentSettings, command: str, hard_stop: bool, notice: Notice | None
+) -> Iterator[tuple[Store, EnrollClients, Verifier | None]]:
+    """The frame of one enroll or renew run: the store, the state lock, the run's deadline
+    (from once the lock is held, so the lock is never held past ``agent.run_deadline``),
+    the platform clients and the MQTT verifier; the metrics textfile written afterwards,
+    whatever the outcome."""
+    store = build_store(settings)
+    verifier = build_verifier(settings)
+    try:
+        with _locked(settings, store, command, notice), \
+                run_deadline(settings, command, hard_stop=hard_stop), \
+                build_clients(settings) as clients:  # fmt: skip
+            yield store, clients, verifier
+    finally:
+        write_metrics(settings, store)
+
+
 def run_enroll(
     settings: AgentSettings,
     *,
@@ -239,16 +258,9 @@ def run_enroll(
     """
     from edge_provision.agent.enroll import enroll
 
-    store = build_store(settings)
-    verifier = build_verifier(settings)
-    try:
-        with _locked(settings, store, "enroll", notice), \
-                run_deadline(settings, "enroll", hard_stop=hard_stop), \
-                build_clients(settings) as clients:  # fmt: skip
-            return enroll(settings, store, clients, verifier=verifier, force=force,
-                          progress=progress)  # fmt: skip
-    finally:
-        write_metrics(settings, store)
+    with _use_case(settings, "enroll", hard_stop, notice) as (store, clients, verifier):
+        return enroll(settings, store, clients, verifier=verifier, force=force,
+                      progress=progress)  # fmt: skip
 
 
 def run_renew(settings: AgentSettings, *, force: bool = False, hard_stop: bool = False,
@@ -260,15 +272,8 @@ def run_renew(settings: AgentSettings, *, force: bool = False, hard_stop: bool =
     """
     from edge_provision.agent.renew.renewal import renew
 
-    store = build_store(settings)
-    verifier = build_verifier(settings)
-    try:
-        with _locked(settings, store, "renew", notice), \
-                run_deadline(settings, "renew", hard_stop=hard_stop), \
-                build_clients(settings) as clients:  # fmt: skip
-            return renew(settings, store, clients, verifier=verifier, force=force)
-    finally:
-        write_metrics(settings, store)
+    with _use_case(settings, "renew", hard_stop, notice) as (store, clients, verifier):
+        return renew(settings, store, clients, verifier=verifier, force=force)
 
 
 def run_reset(settings: AgentSettings, *,
