@@ -219,8 +219,7 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
 
 # what a failed connect or a broken connection means, for the people who read it
 _SOCKET_REASONS = {
-    errno.ECONNREFUSED: "connection refused (nothing listens there; check the host and port "
-                        "in the URL and that the server runs)",
+    errno.ECONNREFUSED: "connection refused (nothing listens there)",
     errno.ECONNRESET: "the connection was reset by the server or by something on the way",
     errno.ECONNABORTED: "the connection was aborted",
     errno.EPIPE: "the connection was closed while we were sending",
@@ -229,8 +228,18 @@ _SOCKET_REASONS = {
     errno.ETIMEDOUT: "the connection timed out",
     errno.EADDRNOTAVAIL: "the address cannot be used from this machine",
 }
-
+_REFUSED_HINT = "; check the host and port in the URL and that the server runs"
 _BROKEN = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE})
+
+
+def _socket_cause(exc: BaseException) -> OSError | None:
+    """The socket error under ``exc``: a failed name lookup, or an OS error with an errno."""
+    return next((c for c in _causes(exc) if isinstance(c, socket.gaierror)
+                 or (isinstance(c, OSError) and c.errno is not None)), None)  # fmt: skip
+
+
+def _socket_reason(cause: OSError) -> str:
+    return _SOCKET_REASONS.get(cause.errno or 0) or cause.strerror or str(cause)
 
 
 def _connection(cause: BaseException) -> Any:
@@ -241,50 +250,42 @@ def _connection(cause: BaseException) -> Any:
     return conn if ok else None
 
 
-def _proxy_reason(exc: BaseException) -> str:
-    """Why the connection to a proxy failed, in words (the socket error under ``exc``)."""
-    for cause in _causes(exc):
-        if isinstance(cause, socket.gaierror):
-            return f"its host name does not resolve ({cause.strerror or cause})"
-        if isinstance(cause, OSError) and cause.errno is not None:
-            if cause.errno == errno.ECONNREFUSED:
-                return "connection refused (nothing listens there)"
-            return _SOCKET_REASONS.get(cause.errno) or cause.strerror or str(cause)
-    return _short(str(exc))
-
-
 def _unreachable(exc: requests.exceptions.ConnectionError, url: str) -> str:
     """``cannot reach the server at host:port: <reason in words>`` (or that the connection
-    was lost, or closed without an answer) from the socket error under ``exc``. urllib3's
-    own wording ("Max retries exceeded … NewConnectionError") says nothing a technician
-    can act on and pushed the reason out of the message."""
+    was lost, or closed without an answer, or that the proxy cannot be reached) from the
+    socket error under ``exc``. urllib3's own wording ("Max retries exceeded …
+    NewConnectionError") says nothing a technician can act on and pushed the reason out
+    of the message."""
     parts = urlsplit(url)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         port = None
     address = f"{parts.hostname}:{port}" if parts.hostname and port else url
-    via = ""
+    cause = _socket_cause(exc)
     if isinstance(exc, requests.exceptions.ProxyError):
         # the failed connection is the proxy's: name it, and where it comes from
         proxy = next((f"{conn.host}:{conn.port}" for conn in map(_connection, _causes(exc))
                       if conn is not None), "the proxy")
-        return (f"cannot reach the proxy {proxy} (for {address}): "
-                f"{_proxy_reason(exc)}; the proxy comes from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY "
-                "in the environment (NO_PROXY exempts hosts)")
-    for cause in _causes(exc):
-        if isinstance(cause, http.client.RemoteDisconnected):
-            return (f"the server at {address}{via} closed the connection without an answer "
-                    "(it may have been restarting, or something on the way cut it)")
         if isinstance(cause, socket.gaierror):
-            return (f"cannot reach the server{via}: the host name {parts.hostname!r} does not "
-                    f"resolve ({cause.strerror or cause}); check the URL and this machine's DNS")
-        if isinstance(cause, OSError) and cause.errno is not None:
-            reason = _SOCKET_REASONS.get(cause.errno) or cause.strerror or str(cause)
-            if cause.errno in _BROKEN:
-                return f"lost the connection to the server at {address}{via}: {reason}"
-            return f"cannot reach the server at {address}{via}: {reason}"
-    return f"cannot reach the server at {address}{via} ({_short(str(exc))})"
+            reason = f"its host name does not resolve ({cause.strerror or cause})"
+        else:
+            reason = _socket_reason(cause) if cause is not None else _short(str(exc))
+        return (f"cannot reach the proxy {proxy} (for {address}): {reason}; the proxy comes "
+                "from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY in the environment (NO_PROXY exempts "
+                "hosts)")
+    if any(isinstance(c, http.client.RemoteDisconnected) for c in _causes(exc)):
+        return (f"the server at {address} closed the connection without an answer "
+                "(it may have been restarting, or something on the way cut it)")
+    if isinstance(cause, socket.gaierror):
+        return (f"cannot reach the server: the host name {parts.hostname!r} does not resolve "
+                f"({cause.strerror or cause}); check the URL and this machine's DNS")
+    if cause is None:
+        return f"cannot reach the server at {address} ({_short(str(exc))})"
+    if cause.errno in _BROKEN:
+        return f"lost the connection to the server at {address}: {_socket_reason(cause)}"
+    hint = _REFUSED_HINT if cause.errno == errno.ECONNREFUSED else ""
+    return f"cannot reach the server at {address}: {_socket_reason(cause)}{hint}"
 
 
 def _tls_error(exc: requests.exceptions.SSLError, where: str) -> ProvisioningError:
